@@ -15,8 +15,9 @@
 namespace usnet::link {
 namespace {
 
-const std::array<const char*, 10> kFrames = {"arp_request", "arp_reply", "icmp_echo", "udp_dns_port", "tcp_syn",
-                                             "tcp_data",    "vlan_udp",  "ipv6_ns",   "ipv6_echo",    "ipv6_udp"};
+const std::array<const char*, 10> kFrames = {"arp_request", "arp_reply", "icmp_echo", "udp_dns_port",
+                                             "tcp_syn",     "tcp_data",  "vlan_udp",  "ipv6_ns",
+                                             "ipv6_echo",   "ipv6_udp"};
 
 std::string temp_path(const char* tag) {
   return "/tmp/usnet-pcap-" + std::to_string(::getpid()) + "-" + tag + ".pcap";
@@ -54,10 +55,10 @@ TEST(PcapWriter, WritesClassicHeaderAndRecords) {
   ASSERT_EQ(bytes.size(), 24u + 16u + frame.size());
   EXPECT_EQ(bytes[0], 0x4d);  // nanosecond magic, little-endian
   EXPECT_EQ(bytes[3], 0xa1);
-  EXPECT_EQ(bytes[20], 1);                       // LINKTYPE_ETHERNET
-  EXPECT_EQ(bytes[24 + 4], 123);                 // ts_nsec
-  EXPECT_EQ(bytes[24 + 8], frame.size());        // incl_len
-  EXPECT_EQ(bytes[24 + 12], frame.size());       // orig_len
+  EXPECT_EQ(bytes[20], 1);                  // LINKTYPE_ETHERNET
+  EXPECT_EQ(bytes[24 + 4], 123);            // ts_nsec
+  EXPECT_EQ(bytes[24 + 8], frame.size());   // incl_len
+  EXPECT_EQ(bytes[24 + 12], frame.size());  // orig_len
 }
 
 TEST(PcapWriter, SnapLengthCutsFramesButKeepsOriginalLength) {
