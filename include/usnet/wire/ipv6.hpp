@@ -67,8 +67,8 @@ class Ipv6View {
 };
 
 struct Ipv6Repr {
-  Ipv6Addr src;
-  Ipv6Addr dst;
+  Ipv6Addr src{};
+  Ipv6Addr dst{};
   std::uint8_t next_header = 0;
   std::uint8_t hop_limit = 64;
   std::uint8_t dscp = 0;         // 6 bits
