@@ -467,7 +467,8 @@ int hostile_consumer(int fd, const std::byte* inherited_ring, ConsumerAttack att
 class RingIpcHostileConsumer : public testing::TestWithParam<std::pair<ConsumerAttack, RingFault>> {};
 
 TEST_P(RingIpcHostileConsumer, ProducerBreaksWithTheRightFault) {
-  const auto [attack, fault] = GetParam();
+  const ConsumerAttack attack = GetParam().first;
+  const RingFault fault = GetParam().second;
   SharedRing shared = make_shared_ring(kStart);
   auto producer = RingProducer::attach(shared.ring, kLimits);
   ASSERT_TRUE(producer);
