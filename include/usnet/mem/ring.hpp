@@ -15,8 +15,8 @@
 //   offset 384  slots          capacity x 16 bytes (two 64-bit words each)
 //
 // The two indices sit 128 bytes apart, not just on separate 64-byte lines,
-// because x86 prefetches lines in adjacent pairs: a 64-byte gap would still
-// let the producer's and the consumer's writes fight over one pair.
+// because many x86 cores prefetch lines in adjacent pairs: a 64-byte gap would
+// still let the producer's and the consumer's writes fight over one pair.
 //
 // Indices are free-running u32 counters; slot i lives at i & (capacity - 1).
 // producer_index - consumer_index (mod 2^32) is the number of filled slots
