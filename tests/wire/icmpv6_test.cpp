@@ -448,6 +448,18 @@ TEST(Icmpv6, EmitRefusesBadFields) {
   EXPECT_EQ(ra.emit(buf, kA1, kA2).error(), ParseError::BadField);
 }
 
+TEST(Icmpv6, EmitRefusesOversizeAndTooManyPrefixes) {
+  std::vector<std::byte> buf(8);
+  auto big = Icmpv6Repr{.type = Icmpv6Type::EchoRequest, .data_len = 65535}.emit(buf, kA1, kA2,
+                                                                                 ChecksumMode::Ignore);
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error(), ParseError::BadLength);
+  Icmpv6Repr ra{.type = Icmpv6Type::RouterAdvert};
+  ra.ndp_options.prefix_count = NdpOptions::kMaxPrefixes + 1;
+  std::vector<std::byte> room(512);
+  EXPECT_EQ(ra.emit(room, kA1, kA2).error(), ParseError::BadField);
+}
+
 TEST(Icmpv6, EmitRefusesSmallBuffer) {
   Icmpv6Repr ns{.type = Icmpv6Type::NeighborSolicit, .target = kA2};
   ns.ndp_options.source_lladdr = kMac1;

@@ -96,7 +96,8 @@ struct Icmpv4Repr {
   std::size_t total_len() const noexcept { return Icmpv4View::kHeaderLen + data_len; }
   // Writes the header into out[0..8). The data must already be in
   // out[8..8+data_len) when the checksum is computed (mode == Verify); with
-  // Ignore the checksum field is left zero.
+  // Ignore the checksum field is left zero. BadLength if the message would
+  // pass 65535 bytes; NoSpace if out is too short.
   ParseResult<std::size_t> emit(std::span<std::byte> out,
                                 ChecksumMode mode = ChecksumMode::Verify) const noexcept;
 

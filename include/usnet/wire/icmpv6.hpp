@@ -222,7 +222,8 @@ struct Icmpv6Repr {
   // Writes buffer_len() bytes into out. For other than NDP, the data must
   // already be in out[8..8+data_len) when the checksum is computed (mode ==
   // Verify); with Ignore the checksum field is left zero. BadField for an
-  // NDP message with code != 0 or router_pref > 3, or bad options.
+  // NDP message with code != 0 or router_pref > 3, or bad options;
+  // BadLength past 65535 bytes; NoSpace if out is too short.
   ParseResult<std::size_t> emit(std::span<std::byte> out, const Ipv6Addr& src, const Ipv6Addr& dst,
                                 ChecksumMode mode = ChecksumMode::Verify) const noexcept;
 
