@@ -612,6 +612,21 @@ TEST(Tcp, EmitRefusesOptionsThatDoNotFit) {
   EXPECT_EQ(e.error(), ParseError::BadOption);
 }
 
+// sack_count is a public field: a value past the array must never make
+// sacks() or operator== read beyond the four blocks held.
+TEST(Tcp, SacksClampsForcedCountToTheArray) {
+  TcpOptions a = make_options({}, {}, false, {}, 4);
+  TcpOptions b = a;
+  a.sack_count = 200;
+  b.sack_count = 200;
+  EXPECT_EQ(a.sacks().size(), TcpOptions::kMaxSackBlocks);
+  EXPECT_EQ(a.sacks().data(), a.sack_blocks.data());
+  EXPECT_TRUE(a == b);
+  b.sack_blocks[3].right = SeqNum(12345);
+  EXPECT_FALSE(a == b);                                   // the clamped blocks are still compared
+  EXPECT_FALSE(a == make_options({}, {}, false, {}, 4));  // and so is the count
+}
+
 TEST(Tcp, EmitRefusesSmallBuffer) {
   TcpRepr r;
   r.options = make_options(1460, {}, false, {}, 0);

@@ -147,7 +147,13 @@ struct TcpOptions {
   std::uint8_t unknown_count = 0;            // unknown options skipped
   std::uint8_t window_scale_over_limit = 0;  // the shift sent when > 14 (then window_scale is 14), else 0
 
-  std::span<const SackBlock> sacks() const noexcept { return {sack_blocks.data(), sack_count}; }
+  // The blocks in use. sack_count is a public field, so a caller can set it
+  // past the array: the span is clamped to kMaxSackBlocks (emit() refuses
+  // such a count; nothing reads beyond the array).
+  std::span<const SackBlock> sacks() const noexcept {
+    return std::span<const SackBlock>(sack_blocks)
+        .first(sack_count < kMaxSackBlocks ? sack_count : kMaxSackBlocks);
+  }
   // Appends a SACK block; false if kMaxSackBlocks are already held.
   bool add_sack(SackBlock b) noexcept;
 
