@@ -4,7 +4,8 @@
 // ignore it so random bytes reach the message and option parsers. The rest
 // is the ICMPv6 message. A parsed message is re-emitted with a computed
 // checksum and must parse, verified, to the same Repr; the fixed part keeps
-// exactly the bits its type defines, and NDP options never grow.
+// exactly the bits its type defines (a reserved router preference becomes
+// medium), and NDP options never grow.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +22,10 @@ std::array<std::byte, 65536> g_out;
 
 const Ipv6Addr kSrc{{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
 const Ipv6Addr kDst{{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}};
+
+// RFC 4191 2.2: the reserved router preference 10 (bits 0x00100000 of bytes
+// 4..8) is read, and so re-sent, as 00.
+constexpr std::uint32_t kRaPrefBits = 0x00180000u, kRaPrefReserved = 0x00100000u;
 
 // The bits of bytes 4..8 that a message of this type carries.
 std::uint32_t defined_bits(Icmpv6Type type) {
@@ -73,8 +78,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!n || *n != repr->buffer_len()) __builtin_trap();
 
   if (std::memcmp(out.data(), input.data(), Icmpv6View::Off::kChecksum) != 0) __builtin_trap();
-  const std::uint32_t mask = defined_bits(repr->type);
-  if (usnet::load_be32(out.data() + Icmpv6View::Off::kRestOfHeader) != (view->rest_of_header() & mask)) {
+  std::uint32_t expected_word = view->rest_of_header() & defined_bits(repr->type);
+  if (repr->type == Icmpv6Type::RouterAdvert && (expected_word & kRaPrefBits) == kRaPrefReserved) {
+    expected_word &= ~kRaPrefBits;
+  }
+  if (usnet::load_be32(out.data() + Icmpv6View::Off::kRestOfHeader) != expected_word) {
     __builtin_trap();
   }
   // The rest of an NDP fixed part (RA timers, targets) is all defined bits.

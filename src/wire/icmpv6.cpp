@@ -11,6 +11,8 @@ constexpr std::size_t kNdpOptionUnit = 8;       // RFC 4861 4.6: lengths count 8
 
 // RFC 4861 4.2 flags byte; RFC 4191 2.2 puts the router preference in bits 3..4.
 constexpr std::uint8_t kRaManaged = 0x80, kRaOtherConfig = 0x40, kRaPrefShift = 3, kRaPrefMask = 0x3;
+// RFC 4191 2.2: Prf 10 is reserved; received, it MUST be read as 00 (medium).
+constexpr std::uint8_t kRaPrefReserved = 0x2, kRaPrefMedium = 0x0;
 // RFC 4861 4.4 flags word.
 constexpr std::uint32_t kNaRouter = 0x80000000u, kNaSolicited = 0x40000000u, kNaOverride = 0x20000000u;
 // RFC 4861 4.6.2 flags byte.
@@ -186,7 +188,8 @@ ParseResult<Icmpv6Repr> Icmpv6Repr::parse(const Icmpv6View& v, const Ipv6Addr& s
       r.ra.cur_hop_limit = v.ra_cur_hop_limit();
       r.ra.managed = (flags & kRaManaged) != 0;
       r.ra.other_config = (flags & kRaOtherConfig) != 0;
-      r.ra.router_pref = static_cast<std::uint8_t>((flags >> kRaPrefShift) & kRaPrefMask);
+      const auto pref = static_cast<std::uint8_t>((flags >> kRaPrefShift) & kRaPrefMask);
+      r.ra.router_pref = pref == kRaPrefReserved ? kRaPrefMedium : pref;
       r.ra.router_lifetime = v.ra_router_lifetime();
       r.ra.reachable_time = v.ra_reachable_time();
       r.ra.retrans_timer = v.ra_retrans_timer();
@@ -225,7 +228,10 @@ std::size_t Icmpv6Repr::total_len() const noexcept {
 ParseResult<std::size_t> Icmpv6Repr::emit(std::span<std::byte> out, const Ipv6Addr& src, const Ipv6Addr& dst,
                                           ChecksumMode mode) const noexcept {
   const bool ndp = is_ndp_message(type);
-  if (ndp && (code != 0 || ra.router_pref > kRaPrefMask)) return unexpected(ParseError::BadField);
+  // RFC 4191 2.2: a sender MUST NOT send the reserved preference 10.
+  if (ndp && (code != 0 || ra.router_pref > kRaPrefMask || ra.router_pref == kRaPrefReserved)) {
+    return unexpected(ParseError::BadField);
+  }
   const std::size_t header = buffer_len();
   const std::size_t total = total_len();
   if (total > 0xffff) return unexpected(ParseError::BadLength);

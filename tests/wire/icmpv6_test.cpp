@@ -396,6 +396,31 @@ TEST(Ndp, RejectsNonZeroCode) {
   EXPECT_TRUE(parse_unchecked(echo.bytes));
 }
 
+// RFC 4191 2.2: Prf 10 is reserved; a receiver MUST treat it as 00 (medium)
+// and a sender MUST NOT send it.
+TEST(Ndp, ReadsReservedRouterPreferenceAsMediumAndNeverSendsIt) {
+  auto m = icmp_of("ndp_ra");
+  constexpr std::size_t kFlags = 5;  // RFC 4861 4.2: M O Prf(bits 3..4) reserved
+  for (std::uint8_t prf = 0; prf < 4; ++prf) {
+    SCOPED_TRACE(static_cast<int>(prf));
+    auto bytes = m.bytes;
+    bytes[kFlags] = (bytes[kFlags] & std::byte{0xe7}) | std::byte(prf << 3);
+    auto r = parse_unchecked(bytes);
+    ASSERT_TRUE(r) << to_string(r.error());
+    EXPECT_EQ(r->ra.router_pref, prf == 2 ? 0 : prf);
+    EXPECT_TRUE(r->ra.managed);  // the neighbouring flags are untouched
+  }
+  std::vector<std::byte> buf(256);
+  auto reserved = Icmpv6Repr{.type = Icmpv6Type::RouterAdvert, .ra = {.router_pref = 2}}.emit(buf, kA1, kA2);
+  ASSERT_FALSE(reserved);
+  EXPECT_EQ(reserved.error(), ParseError::BadField);
+  for (std::uint8_t prf : {0, 1, 3}) {
+    Icmpv6Repr ra{.type = Icmpv6Type::RouterAdvert};
+    ra.ra.router_pref = prf;
+    EXPECT_TRUE(ra.emit(buf, kA1, kA2)) << static_cast<int>(prf);
+  }
+}
+
 TEST(Ndp, KeepsFirstOfRepeatedOptionsAndBoundsPrefixes) {
   std::vector<std::byte> opts =
       from_hex("0101 020000000001  0101 020000000009  0501 0000 000005dc  0501 0000 00000500");

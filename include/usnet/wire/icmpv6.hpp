@@ -110,7 +110,7 @@ struct NdpRouterAdvert {
   std::uint8_t cur_hop_limit = 0;     // 0 = unspecified by this router
   bool managed = false;               // M: addresses via DHCPv6
   bool other_config = false;          // O: other configuration via DHCPv6
-  std::uint8_t router_pref = 0;       // RFC 4191 2.2 Prf, 2 bits: 01 high, 00 medium, 11 low
+  std::uint8_t router_pref = 0;       // RFC 4191 2.2 Prf: 01 high, 00 medium, 11 low (10 reads as 00)
   std::uint16_t router_lifetime = 0;  // seconds, 0 = not a default router
   std::uint32_t reachable_time = 0;   // milliseconds, 0 = unspecified
   std::uint32_t retrans_timer = 0;    // milliseconds, 0 = unspecified
@@ -222,7 +222,8 @@ struct Icmpv6Repr {
   // Writes buffer_len() bytes into out. For other than NDP, the data must
   // already be in out[8..8+data_len) when the checksum is computed (mode ==
   // Verify); with Ignore the checksum field is left zero. BadField for an
-  // NDP message with code != 0 or router_pref > 3, or bad options;
+  // NDP message with code != 0, router_pref 2 (reserved, RFC 4191 2.2) or
+  // above 3, or bad options;
   // BadLength past 65535 bytes; NoSpace if out is too short.
   ParseResult<std::size_t> emit(std::span<std::byte> out, const Ipv6Addr& src, const Ipv6Addr& dst,
                                 ChecksumMode mode = ChecksumMode::Verify) const noexcept;
