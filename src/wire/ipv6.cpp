@@ -48,6 +48,7 @@ constexpr std::uint8_t kPadN = 1;
 // header (RFC 8200 4.3-4.6, RFC 4302 2).
 constexpr std::size_t kMinExtHeaderLen = 8;
 constexpr std::size_t kMinAuthHeaderLen = 12;  // RFC 4302 2: next header .. sequence number
+constexpr std::size_t kIpv6AuthAlign = 8;      // RFC 4302 2.2: 64-bit multiple on IPv6
 
 bool is_extension_header(std::uint8_t nh) noexcept {
   switch (nh) {
@@ -110,6 +111,9 @@ ParseResult<Ipv6ExtWalk> walk_extension_headers(const Ipv6View& v, unsigned max_
     } else if (next == Ipv6NextHeader::kAuth) {
       len = (std::size_t{len_field} + 2) * 4;  // RFC 4302 2.2: 4-octet units, minus 2
       if (len < kMinAuthHeaderLen) return unexpected(ParseError::BadExtHeader);
+      // RFC 4302 2.2: on IPv6 the header (ICV padding included) is a
+      // multiple of 8 octets.
+      if (len % kIpv6AuthAlign != 0) return unexpected(ParseError::BadExtHeader);
     } else {
       len = (std::size_t{len_field} + 1) * 8;  // RFC 8200 4.3: 8-octet units, not counting the first 8
     }

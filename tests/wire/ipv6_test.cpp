@@ -263,6 +263,26 @@ TEST(Ipv6Ext, RejectsAuthenticationHeaderShorterThanItsFixedPart) {
   EXPECT_EQ(w.error(), ParseError::BadExtHeader);
 }
 
+// RFC 4302 2.2: on IPv6 the AH length must be a multiple of 8 octets (the
+// ICV is padded to keep 64-bit alignment).
+TEST(Ipv6Ext, RejectsAuthenticationHeaderNotAMultipleOfEightOctets) {
+  // Length field 1: 12 bytes (no ICV); 3: 20 bytes (8 bytes of ICV).
+  for (const char* ah : {"11 01 0000 00000100 00000001", "11 03 0000 00000100 00000001 aaaaaaaaaaaaaaaa"}) {
+    SCOPED_TRACE(ah);
+    std::vector<std::byte> payload = from_hex(ah);
+    const auto udp = from_hex("0001 0002 0008 0000");
+    payload.insert(payload.end(), udp.begin(), udp.end());
+    auto w = walk(packet(Ipv6NextHeader::kAuth, payload));
+    ASSERT_FALSE(w);
+    EXPECT_EQ(w.error(), ParseError::BadExtHeader);
+  }
+  // Length field 2: 16 bytes (4 bytes of ICV) is a multiple of 8.
+  std::vector<std::byte> payload = from_hex("11 02 0000 00000100 00000001 aaaaaaaa 0001 0002 0008 0000");
+  auto w = walk(packet(Ipv6NextHeader::kAuth, payload));
+  ASSERT_TRUE(w) << to_string(w.error());
+  EXPECT_EQ(w->upper_offset, 16u);
+}
+
 // RFC 8200 4.7: No Next Header ends the chain; anything after is ignored.
 TEST(Ipv6Ext, NoNextHeaderEndsTheWalk) {
   auto w = walk(ref("ipv6_no_next"));

@@ -149,14 +149,14 @@ struct Ipv6ExtWalk {
 // Follows the extension-header chain of `v` (RFC 8200 4.1): Hop-by-Hop (only
 // as the first header, else BadExtHeader, RFC 8200 4.3), Routing, Fragment,
 // Destination Options, and AH (RFC 4302 2.2, length in 4-byte units, at
-// least 12 bytes, else BadExtHeader). Options in Hop-by-Hop and Destination
-// Options headers are walked: an option running past its header is
-// BadOptionLength. A header running past the payload is Truncated (this also
-// rejects a first fragment that does not hold the whole chain, RFC 7112).
-// A second Fragment header is BadExtHeader (nested fragmentation is not
-// reassembled). More than `max_headers` extension headers is
-// TooManyExtHeaders. Any other
-// next-header value is the upper layer and ends the walk.
+// least 12 bytes and a multiple of 8, else BadExtHeader). Options in
+// Hop-by-Hop and Destination Options headers are walked: an option running
+// past its header is BadOptionLength. A header running past the payload is
+// Truncated (this also rejects a first fragment that does not hold the whole
+// chain, RFC 7112). A second Fragment header is BadExtHeader (nested
+// fragmentation is not reassembled). More than `max_headers` extension
+// headers is TooManyExtHeaders. Any other next-header value is the upper
+// layer and ends the walk.
 ParseResult<Ipv6ExtWalk> walk_extension_headers(const Ipv6View& v, unsigned max_headers = 8) noexcept;
 
 }  // namespace usnet::wire
