@@ -1,7 +1,9 @@
 // Whole Ethernet frames: the one-line printer walks every layer's view, and
-// each layer's Repr is parsed (checksums ignored so the fuzzer gets deep)
-// and re-emitted into a scratch buffer. Finds crashes, sanitizer reports and
-// emit failures for values that parse accepted.
+// each layer's Repr is parsed (checksums ignored so the fuzzer gets deep).
+// Ethernet, ARP, IPv4, UDP and ICMPv4 Reprs are also re-emitted into a
+// scratch buffer, which must succeed for any value parse accepted; TCP and
+// ICMPv6 are only parsed here (their emit may legitimately refuse, e.g.
+// options that do not fit; fuzz_tcp and fuzz_icmpv6 check their round trips).
 #include <cstddef>
 #include <cstdint>
 #include <span>

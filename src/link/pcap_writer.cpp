@@ -47,6 +47,7 @@ PcapWriter::~PcapWriter() {
 
 std::error_code PcapWriter::write(std::span<const std::byte> frame, std::chrono::nanoseconds when) {
   if (file_ == nullptr) return std::make_error_code(std::errc::bad_file_descriptor);
+  errno = 0;
   if (when.count() < 0) when = std::chrono::nanoseconds(0);
   const auto ns = static_cast<std::uint64_t>(when.count());
   const auto captured = static_cast<std::uint32_t>(frame.size() < snaplen_ ? frame.size() : snaplen_);
@@ -57,7 +58,12 @@ std::error_code PcapWriter::write(std::span<const std::byte> frame, std::chrono:
   store_le32(rec + 12, static_cast<std::uint32_t>(frame.size()));
   if (std::fwrite(rec, 1, sizeof rec, file_) != sizeof rec ||
       std::fwrite(frame.data(), 1, captured, file_) != captured) {
-    return std::error_code(errno, std::generic_category());
+    // A half-written record would misframe every record after it: stop
+    // writing for good. errno may be stale or zero after a short fwrite.
+    const int e = errno != 0 ? errno : EIO;
+    std::fclose(file_);
+    file_ = nullptr;
+    return std::error_code(e, std::generic_category());
   }
   ++frames_;
   return {};

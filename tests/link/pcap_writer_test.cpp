@@ -82,6 +82,18 @@ TEST(PcapWriter, OpenReportsMissingDirectory) {
   EXPECT_EQ(w.error(), std::errc::no_such_file_or_directory);
 }
 
+// /dev/full fails every write with ENOSPC: the error is reported, and the
+// writer refuses further frames rather than writing after a partial record.
+TEST(PcapWriter, WriteErrorIsReportedAndFinal) {
+  auto w = PcapWriter::open("/dev/full");
+  ASSERT_TRUE(w) << "/dev/full: " << w.error().message();  // the header is buffered, so open succeeds
+  std::vector<std::byte> frame(70000, std::byte{0x42});    // larger than stdio's buffer
+  auto ec = w->write(frame, std::chrono::nanoseconds(0));
+  EXPECT_EQ(ec, std::errc::no_space_on_device);
+  EXPECT_EQ(w->write(frame, std::chrono::nanoseconds(0)), std::errc::bad_file_descriptor);
+  EXPECT_EQ(w->frames_written(), 0u);
+}
+
 // The acceptance rule: tshark reads every frame we write with no
 // malformed-packet warning.
 TEST(PcapWriter, TsharkReadsEveryFrameWithoutMalformedPackets) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <new>
 #include <random>
@@ -304,12 +305,19 @@ TEST(Ring, FullRingAcrossTheWrapIsStillFull) {
 TEST(Ring, TwoThreadsMillionItems) {
   TestRing r(256);
   constexpr std::uint32_t kItems = 1'000'000;
+  // Set when the consumer gives up, so a producer facing a full ring stops
+  // instead of spinning forever and turning a failure into a hang.
+  std::atomic<bool> consumer_done{false};
   std::thread producer([&] {
     std::array<RingSlot, 16> batch{};
     std::uint32_t seq = 0;
-    while (seq < kItems) {
+    while (seq < kItems && !consumer_done.load(std::memory_order_relaxed)) {
       if (seq % 5 == 0) {
-        if (r.producer.try_enqueue(slot_for(seq))) ++seq;
+        if (r.producer.try_enqueue(slot_for(seq))) {
+          ++seq;
+        } else {
+          std::this_thread::yield();
+        }
       } else {
         const std::uint32_t n = std::min<std::uint32_t>(kItems - seq, 1 + seq % 16);
         for (std::uint32_t i = 0; i < n; ++i) batch[i] = slot_for(seq + i);
@@ -329,6 +337,7 @@ TEST(Ring, TwoThreadsMillionItems) {
     if (n == 0) std::this_thread::yield();
     for (std::size_t i = 0; i < n; ++i) in_order = in_order && out[i] == slot_for(received++);
   }
+  consumer_done.store(true, std::memory_order_relaxed);
   producer.join();
   EXPECT_TRUE(in_order);
   EXPECT_EQ(received, kItems);

@@ -64,8 +64,19 @@ TEST(Checksum, PiecesOfOddLengthGiveTheSameSum) {
   }
 }
 
-// RFC 1624: updating a checksum for a changed word equals recomputing it,
-// including the -0/+0 case that RFC 1141's formula got wrong.
+// RFC 1624 section 3's worked example: the rest of the header sums to 0xcd7a
+// and a field changes from 0x5555 to 0x3285. Recomputing gives 0x0000; RFC
+// 1141's formula gave 0xffff (-0 instead of +0); eqn. 3 must give 0x0000.
+TEST(Checksum, Rfc1624MinusZeroExample) {
+  auto data = from_hex("cd7a5555");
+  EXPECT_EQ(internet_checksum(data), 0xdd2f);
+  EXPECT_EQ(checksum_update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+  data[2] = std::byte{0x32};
+  data[3] = std::byte{0x85};
+  EXPECT_EQ(internet_checksum(data), 0x0000);
+}
+
+// RFC 1624: updating a checksum for a changed word equals recomputing it.
 TEST(Checksum, IncrementalUpdateMatchesRecompute) {
   std::mt19937 rng(1624);
   for (int round = 0; round < 2000; ++round) {

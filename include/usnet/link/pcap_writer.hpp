@@ -33,6 +33,8 @@ class PcapWriter {
 
   // Appends one frame captured at `when` (time since the Unix epoch). Frames
   // longer than the snap length are cut, with their original length kept.
+  // After a failed write the file is closed and every later call fails with
+  // EBADF, so the file never holds a half-written record mid-stream.
   std::error_code write(std::span<const std::byte> frame, std::chrono::nanoseconds when);
   std::error_code flush();
 
