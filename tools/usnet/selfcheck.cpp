@@ -269,8 +269,10 @@ void check_checksum(const Options& opt) {
   const double fast = rate([](std::span<const std::byte> d) { return wire::ones_sum(d); });
   const double naive = rate([](std::span<const std::byte> d) { return wire::ones_sum_naive(d); });
   report(same, "fast sum equals the RFC 1071 loop on the same data");
-  report(fast > naive, fmt::format("{:.1f} GB/s against {:.1f} GB/s for the 16-bit loop: {:.1f}x", fast,
-                                   naive, fast / naive));
+  // A speed is a measurement, not a check: print it, never fail on it (a
+  // loaded machine or a sanitizer build would make that flaky).
+  fmt::print("  [info] {:.1f} GB/s against {:.1f} GB/s for the 16-bit loop: {:.1f}x{}\n", fast, naive,
+             fast / naive, opt.quick ? " (short timing)" : "");
 }
 
 int run_selfcheck(const Options& opt) {
