@@ -7,14 +7,6 @@
 
 namespace usnet::wire {
 
-MacAddr MacAddr::read(const std::byte* p) noexcept {
-  MacAddr m;
-  std::memcpy(m.b.data(), p, 6);
-  return m;
-}
-
-void MacAddr::write(std::byte* p) const noexcept { std::memcpy(p, b.data(), 6); }
-
 std::string MacAddr::to_string() const {
   char buf[18];
   std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
@@ -57,14 +49,6 @@ std::optional<Ipv4Addr> Ipv4Addr::parse(std::string_view s) {
   if (inet_pton(AF_INET, buf, &a) != 1) return std::nullopt;
   return Ipv4Addr{ntohl(a.s_addr)};
 }
-
-Ipv6Addr Ipv6Addr::read(const std::byte* p) noexcept {
-  Ipv6Addr a;
-  std::memcpy(a.b.data(), p, 16);
-  return a;
-}
-
-void Ipv6Addr::write(std::byte* p) const noexcept { std::memcpy(p, b.data(), 16); }
 
 Ipv6Addr Ipv6Addr::solicited_node() const noexcept {
   Ipv6Addr m{{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0}};

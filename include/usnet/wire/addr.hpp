@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,8 +18,14 @@ struct MacAddr {
   std::array<std::uint8_t, 6> b{};
 
   static constexpr MacAddr broadcast() { return {{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}; }
-  static MacAddr read(const std::byte* p) noexcept;
-  void write(std::byte* p) const noexcept;
+  // Inline: these run on every frame, and an out-of-line call returning the
+  // array costs more than the 6-byte copy itself.
+  static MacAddr read(const std::byte* p) noexcept {
+    MacAddr m;
+    std::memcpy(m.b.data(), p, m.b.size());
+    return m;
+  }
+  void write(std::byte* p) const noexcept { std::memcpy(p, b.data(), b.size()); }
   bool is_broadcast() const noexcept { return *this == broadcast(); }
   bool is_multicast() const noexcept { return (b[0] & 0x01) != 0; }
   bool is_unicast() const noexcept { return !is_multicast(); }
@@ -48,8 +55,12 @@ struct Ipv4Addr {
 struct Ipv6Addr {
   std::array<std::uint8_t, 16> b{};
 
-  static Ipv6Addr read(const std::byte* p) noexcept;
-  void write(std::byte* p) const noexcept;
+  static Ipv6Addr read(const std::byte* p) noexcept {
+    Ipv6Addr a;
+    std::memcpy(a.b.data(), p, a.b.size());
+    return a;
+  }
+  void write(std::byte* p) const noexcept { std::memcpy(p, b.data(), b.size()); }
   bool is_unspecified() const noexcept { return *this == Ipv6Addr{}; }
   bool is_multicast() const noexcept { return b[0] == 0xff; }
   bool is_link_local() const noexcept { return b[0] == 0xfe && (b[1] & 0xc0) == 0x80; }
