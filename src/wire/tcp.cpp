@@ -60,13 +60,6 @@ ParseResult<TcpView> TcpView::make(std::span<const std::byte> bytes) noexcept {
   return TcpView(bytes);
 }
 
-bool TcpView::checksum_ok(const PseudoHeader& ph) const noexcept {
-  Checksum c;
-  c.add_sum(ph.sum(kProtocol, static_cast<std::uint32_t>(b_.size())));
-  c.add(b_);
-  return c.sum() == 0xffff;
-}
-
 bool TcpOptions::add_sack(SackBlock b) noexcept {
   if (sack_count >= kMaxSackBlocks) return false;
   sack_blocks[sack_count++] = b;

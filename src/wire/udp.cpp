@@ -12,10 +12,8 @@ ParseResult<UdpView> UdpView::make(std::span<const std::byte> bytes) noexcept {
 
 bool UdpView::checksum_ok(const PseudoHeader& ph) const noexcept {
   if (checksum() == 0) return ph.family == PseudoHeader::Family::V4;
-  Checksum c;
-  c.add_sum(ph.sum(kProtocol, length()));
-  c.add(b_);
-  return c.sum() == 0xffff;
+  // One ones_sum() over the datagram (never empty) plus the pseudo-header.
+  return ones_add(ph.sum(kProtocol, length()), ones_sum(b_)) == 0xffff;
 }
 
 ParseResult<UdpRepr> UdpRepr::parse(const UdpView& v, const PseudoHeader& ph, ChecksumMode mode) noexcept {

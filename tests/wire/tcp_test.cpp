@@ -627,6 +627,24 @@ TEST(Tcp, SacksClampsForcedCountToTheArray) {
   EXPECT_FALSE(a == make_options({}, {}, false, {}, 4));  // and so is the count
 }
 
+// PseudoHeader::sum computes the IPv4 sum inline; it must match the
+// out-of-line pseudo_header_sum_v4() everywhere, carries included.
+TEST(Tcp, InlineIpv4PseudoHeaderSumMatchesTheLibrary) {
+  const std::uint32_t addrs[] = {0,           1,           0xc6120001u, 0xc6130002u,
+                                 0x0000ffffu, 0xffff0000u, 0xfffffffeu, 0xffffffffu};
+  for (std::uint32_t s : addrs) {
+    for (std::uint32_t d : addrs) {
+      for (std::uint32_t len : {0u, 20u, 0xfffeu, 0xffffu}) {
+        for (std::uint8_t proto : {std::uint8_t{6}, std::uint8_t{17}, std::uint8_t{0xff}}) {
+          EXPECT_EQ(PseudoHeader::v4(Ipv4Addr{s}, Ipv4Addr{d}).sum(proto, len),
+                    pseudo_header_sum_v4(Ipv4Addr{s}, Ipv4Addr{d}, proto, static_cast<std::uint16_t>(len)))
+              << std::hex << s << " " << d << " " << len << " " << int{proto};
+        }
+      }
+    }
+  }
+}
+
 TEST(Tcp, EmitRefusesSmallBuffer) {
   TcpRepr r;
   r.options = make_options(1460, {}, false, {}, 0);

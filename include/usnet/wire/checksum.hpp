@@ -30,6 +30,13 @@ constexpr std::uint16_t ones_add(std::uint16_t a, std::uint16_t b) noexcept {
   return static_cast<std::uint16_t>((s & 0xffff) + (s >> 16));
 }
 
+// Folds a 32-bit sum of 16-bit words to a one's-complement 16-bit sum.
+constexpr std::uint16_t ones_fold32(std::uint32_t s) noexcept {
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return static_cast<std::uint16_t>(s);
+}
+
 // Accumulates a checksum over several pieces of data. Pieces of odd length
 // are handled: the next piece continues at the right byte position.
 class Checksum {
