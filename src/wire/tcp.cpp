@@ -66,9 +66,13 @@ bool TcpOptions::add_sack(SackBlock b) noexcept {
   return true;
 }
 
-ParseResult<TcpOptions> TcpOptions::parse(std::span<const std::byte> area) noexcept {
+namespace {
+
+// The body of TcpOptions::parse, writing into `o` (default-constructed) so
+// that TcpRepr::parse can fill its own options in place instead of building
+// a TcpOptions and copying it twice (into the result, then into the repr).
+ParseResult<void> parse_options_into(std::span<const std::byte> area, TcpOptions& o) noexcept {
   using namespace tcp_option;
-  TcpOptions o;
   std::size_t i = 0;
   while (i < area.size()) {
     const std::uint8_t kind = load_u8(area.data() + i);
@@ -91,8 +95,8 @@ ParseResult<TcpOptions> TcpOptions::parse(std::span<const std::byte> area) noexc
         if (len != kWindowScaleLen) return unexpected(ParseError::BadOption);
         const std::uint8_t shift = load_u8(body);
         // RFC 7323 2.3: a shift above 14 is used as 14 (and may be logged).
-        o.window_scale = std::min(shift, kMaxWindowScale);
-        o.window_scale_over_limit = shift > kMaxWindowScale ? shift : 0;
+        o.window_scale = std::min(shift, TcpOptions::kMaxWindowScale);
+        o.window_scale_over_limit = shift > TcpOptions::kMaxWindowScale ? shift : 0;
         break;
       }
       case kSackPermitted:  // RFC 2018 2
@@ -101,7 +105,7 @@ ParseResult<TcpOptions> TcpOptions::parse(std::span<const std::byte> area) noexc
         break;
       case kSack: {  // RFC 2018 3
         const std::size_t blocks = (len - kSackBaseLen) / kSackBlockLen;
-        if ((len - kSackBaseLen) % kSackBlockLen != 0 || blocks < 1 || blocks > kMaxSackBlocks) {
+        if ((len - kSackBaseLen) % kSackBlockLen != 0 || blocks < 1 || blocks > TcpOptions::kMaxSackBlocks) {
           return unexpected(ParseError::BadOption);
         }
         o.sack_blocks = {};
@@ -123,6 +127,14 @@ ParseResult<TcpOptions> TcpOptions::parse(std::span<const std::byte> area) noexc
     }
     i += len;
   }
+  return {};
+}
+
+}  // namespace
+
+ParseResult<TcpOptions> TcpOptions::parse(std::span<const std::byte> area) noexcept {
+  TcpOptions o;
+  if (auto ok = parse_options_into(area, o); !ok) return unexpected(ok.error());
   return o;
 }
 
@@ -203,9 +215,8 @@ bool operator==(const TcpOptions& a, const TcpOptions& b) noexcept {
 
 ParseResult<TcpRepr> TcpRepr::parse(const TcpView& v, const PseudoHeader& ph, ChecksumMode mode) noexcept {
   if (mode == ChecksumMode::Verify && !v.checksum_ok(ph)) return unexpected(ParseError::BadChecksum);
-  auto options = TcpOptions::parse(v.options());
-  if (!options) return unexpected(options.error());
   TcpRepr r;
+  if (auto ok = parse_options_into(v.options(), r.options); !ok) return unexpected(ok.error());
   r.src_port = v.src_port();
   r.dst_port = v.dst_port();
   r.seq = v.seq();
@@ -213,7 +224,6 @@ ParseResult<TcpRepr> TcpRepr::parse(const TcpView& v, const PseudoHeader& ph, Ch
   r.flags = v.flags();
   r.window = v.window();
   r.urgent = v.urgent_pointer();
-  r.options = *options;
   r.payload_len = static_cast<std::uint32_t>(v.payload().size());
   return r;
 }
