@@ -73,6 +73,17 @@ namespace {
 // a TcpOptions and copying it twice (into the result, then into the repr).
 ParseResult<void> parse_options_into(std::span<const std::byte> area, TcpOptions& o) noexcept {
   using namespace tcp_option;
+  // Nearly every data segment from Linux (and most stacks) carries exactly
+  // NOP NOP TS (RFC 7323 appendix A layout): recognise it in one compare, as
+  // Linux's tcp_parse_aligned_timestamp() does. The result is the one the
+  // loop below gives for those 12 bytes.
+  constexpr std::uint32_t kNopNopTimestamps = (std::uint32_t{kNop} << 24) | (std::uint32_t{kNop} << 16) |
+                                              (std::uint32_t{kTimestamps} << 8) | kTimestampsLen;
+  constexpr std::size_t kNopNopTimestampsLen = 2 + kTimestampsLen;
+  if (area.size() == kNopNopTimestampsLen && load_be32(area.data()) == kNopNopTimestamps) {
+    o.timestamps = TcpTimestamps{load_be32(area.data() + 4), load_be32(area.data() + 8)};
+    return {};
+  }
   std::size_t i = 0;
   while (i < area.size()) {
     const std::uint8_t kind = load_u8(area.data() + i);

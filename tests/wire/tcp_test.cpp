@@ -553,6 +553,31 @@ TEST(Tcp, AcceptsOddOptionLayouts) {
   EXPECT_EQ(many->unknown_count, 20);
 }
 
+// NOP NOP TS alone is parsed by a one-compare fast path; it must give what
+// the general loop gives, and near misses must still take the loop.
+TEST(Tcp, NopNopTimestampsFastPathMatchesTheGeneralLoop) {
+  const TcpTimestamps ts{0xfffffffe, 7};
+  auto fast = TcpOptions::parse(from_hex("0101 080a fffffffe 00000007"));
+  auto loop = TcpOptions::parse(from_hex("080a fffffffe 00000007 0101"));
+  ASSERT_TRUE(fast);
+  ASSERT_TRUE(loop);
+  EXPECT_EQ(fast->timestamps, ts);
+  EXPECT_EQ(*fast, *loop);
+  EXPECT_EQ(*fast, make_options({}, {}, false, ts, 0));
+
+  auto bad_len = TcpOptions::parse(from_hex("0101 080b fffffffe 00000007"));
+  ASSERT_FALSE(bad_len);
+  EXPECT_EQ(bad_len.error(), ParseError::BadOptionLength);  // runs past the area
+  auto short_len = TcpOptions::parse(from_hex("0101 0809 fffffffe 000000 00"));
+  ASSERT_FALSE(short_len);
+  EXPECT_EQ(short_len.error(), ParseError::BadOption);
+  // The same 12 bytes followed by more options: the loop reads them all.
+  auto longer = TcpOptions::parse(from_hex("0101 080a fffffffe 00000007 0303 0700"));
+  ASSERT_TRUE(longer);
+  EXPECT_EQ(longer->timestamps, ts);
+  EXPECT_EQ(longer->window_scale, 7);
+}
+
 TEST(Tcp, RejectsBadChecksum) {
   const Reference ref{"ipv4_tcp_data_ts", ph_ab(), kIpv4Hdr};
   auto seg = segment(ref);
