@@ -108,6 +108,16 @@ const bool g_have_avx2 = __builtin_cpu_supports("avx2");
 // one's-complement sum is byte-order independent, so one byte swap of the
 // folded result gives the big-endian sum.
 std::uint16_t ones_sum(std::span<const std::byte> data) noexcept {
+  if (data.size() < 64) {
+    // Headers and short segments: one accumulator, no set-up or merging of
+    // the four the long loop uses.
+    const std::byte* p = data.data();
+    std::size_t n = data.size();
+    std::uint64_t acc = 0;
+    for (; n >= 8; p += 8, n -= 8) acc = add_carry(acc, load64(p));
+    if (n > 0) acc = add_carry(acc, load_tail(p, n));
+    return __builtin_bswap16(fold64(acc));
+  }
   std::uint64_t acc;
 #if defined(__x86_64__)
   if (data.size() >= 128 && g_have_avx2) {
@@ -154,13 +164,6 @@ Checksum& Checksum::add_u32(std::uint32_t v) noexcept {
 }
 
 Checksum& Checksum::add_sum(std::uint16_t folded_sum) noexcept { return add_u16(folded_sum); }
-
-std::uint16_t pseudo_header_sum_v4(Ipv4Addr src, Ipv4Addr dst, std::uint8_t protocol,
-                                   std::uint16_t length) noexcept {
-  std::uint64_t s =
-      std::uint64_t{src.v >> 16} + (src.v & 0xffff) + (dst.v >> 16) + (dst.v & 0xffff) + protocol + length;
-  return fold64(s);
-}
 
 std::uint16_t pseudo_header_sum_v6(const Ipv6Addr& src, const Ipv6Addr& dst, std::uint8_t next_header,
                                    std::uint32_t length) noexcept {

@@ -652,17 +652,21 @@ TEST(Tcp, SacksClampsForcedCountToTheArray) {
   EXPECT_FALSE(a == make_options({}, {}, false, {}, 4));  // and so is the count
 }
 
-// PseudoHeader::sum computes the IPv4 sum inline; it must match the
-// out-of-line pseudo_header_sum_v4() everywhere, carries included.
-TEST(Tcp, InlineIpv4PseudoHeaderSumMatchesTheLibrary) {
+// PseudoHeader::sum for IPv4 must equal the sum of the 12 pseudo-header
+// bytes written out (RFC 9293 3.1), carries included.
+TEST(Tcp, Ipv4PseudoHeaderSumMatchesTheBytesWrittenOut) {
   const std::uint32_t addrs[] = {0,           1,           0xc6120001u, 0xc6130002u,
                                  0x0000ffffu, 0xffff0000u, 0xfffffffeu, 0xffffffffu};
   for (std::uint32_t s : addrs) {
     for (std::uint32_t d : addrs) {
       for (std::uint32_t len : {0u, 20u, 0xfffeu, 0xffffu}) {
         for (std::uint8_t proto : {std::uint8_t{6}, std::uint8_t{17}, std::uint8_t{0xff}}) {
-          EXPECT_EQ(PseudoHeader::v4(Ipv4Addr{s}, Ipv4Addr{d}).sum(proto, len),
-                    pseudo_header_sum_v4(Ipv4Addr{s}, Ipv4Addr{d}, proto, static_cast<std::uint16_t>(len)))
+          std::byte bytes[12] = {};
+          store_be32(bytes, s);
+          store_be32(bytes + 4, d);
+          bytes[9] = std::byte{proto};
+          store_be16(bytes + 10, static_cast<std::uint16_t>(len));
+          EXPECT_EQ(PseudoHeader::v4(Ipv4Addr{s}, Ipv4Addr{d}).sum(proto, len), ones_sum(bytes))
               << std::hex << s << " " << d << " " << len << " " << int{proto};
         }
       }

@@ -25,13 +25,9 @@ struct PseudoHeader {
   static PseudoHeader v4(Ipv4Addr s, Ipv4Addr d) { return {Family::V4, s, d, {}, {}}; }
   static PseudoHeader v6(const Ipv6Addr& s, const Ipv6Addr& d) { return {Family::V6, {}, {}, s, d}; }
   // Folded sum of the pseudo-header for `protocol` and upper-layer `length`.
-  // The IPv4 sum is computed here, inline, because every received segment
-  // needs it; it is the same sum as pseudo_header_sum_v4().
   std::uint16_t sum(std::uint8_t protocol, std::uint32_t length) const noexcept {
     if (family == Family::V4) {
-      // Six 16-bit words: at most 6 * 0xffff, so 32 bits cannot overflow.
-      return ones_fold32((src4.v >> 16) + (src4.v & 0xffff) + (dst4.v >> 16) + (dst4.v & 0xffff) + protocol +
-                         (length & 0xffff));
+      return pseudo_header_sum_v4(src4, dst4, protocol, static_cast<std::uint16_t>(length));
     }
     return pseudo_header_sum_v6(src6, dst6, protocol, length);
   }
