@@ -1,0 +1,127 @@
+// The link interface: how the stack receives and transmits Ethernet frames.
+//
+// Frames live in packet-pool buffers and are named by index, never copied
+// between the stack and a zero-copy link. A link is given the pool and the
+// owner its buffers are accounted to (the stack's): buffers it receives into
+// are allocated to that owner and handed to the caller by rx_burst(); buffers
+// given to tx_burst() belong to the link from then on, and it returns them to
+// the pool when the device is done with them.
+//
+// Links do I/O but read no clock: time is passed in, so wrappers such as the
+// fault injector (delays) replay exactly under a fake clock.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "usnet/mem/pool.hpp"
+#include "usnet/util/expected.hpp"
+#include "usnet/wire/addr.hpp"
+
+namespace usnet::link {
+
+using Nanos = std::chrono::nanoseconds;
+
+// One frame in a pool buffer: bytes [offset, offset + length) of `buffer`.
+struct Frame {
+  mem::BufIndex buffer = 0;
+  std::uint32_t length = 0;
+  std::uint16_t offset = 0;
+  std::uint16_t flags = 0;  // FrameFlag bits
+};
+
+struct FrameFlag {
+  // Receive: the device (or a trusted peer) verified every checksum in the
+  // frame; the stack need not. Transmit: checksums are left to the device.
+  static constexpr std::uint16_t kChecksumsVerified = 1u << 0;
+};
+
+// What a link can do, so the stack can skip work (see LinkInfo::offloads).
+struct Offload {
+  // Frames arrive intact and need no checksum computed on transmit: a
+  // shared-memory link between two usnet stacks.
+  static constexpr std::uint32_t kNoChecksums = 1u << 0;
+};
+
+struct LinkInfo {
+  std::string name;       // the URI it was opened from
+  wire::MacAddr mac;      // the address frames are sent from
+  std::uint32_t mtu = 0;  // largest IP packet (Ethernet payload) it carries
+  std::uint32_t offloads = 0;
+};
+
+struct LinkCounters {
+  std::uint64_t rx_frames = 0, rx_bytes = 0;
+  std::uint64_t tx_frames = 0, tx_bytes = 0;
+  std::uint64_t rx_no_buffer = 0;  // a frame was waiting but the pool refused a buffer
+  std::uint64_t rx_too_long = 0;   // a frame longer than a buffer, dropped
+  std::uint64_t tx_full = 0;       // tx_burst could not take every frame offered
+  std::uint64_t tx_errors = 0;     // the device refused a frame
+};
+
+// A problem opening a link, said so that a user can act on it:
+// "tap:usnet0: cannot open /dev/net/tun: Operation not permitted (needs CAP_NET_ADMIN: run as root)".
+struct LinkError {
+  std::error_code code;
+  std::string message;
+};
+
+class Link {
+ public:
+  virtual ~Link() = default;
+
+  virtual const LinkInfo& info() const noexcept = 0;
+
+  // Up to out.size() received frames, each in a buffer now held by the
+  // caller's owner. Never blocks.
+  virtual std::size_t rx_burst(std::span<Frame> out, Nanos now) = 0;
+
+  // Takes frames to send, in order; returns how many it took (a prefix of
+  // `frames`). Buffers of taken frames belong to the link; the caller keeps
+  // the rest. Never blocks.
+  virtual std::size_t tx_burst(std::span<const Frame> frames, Nanos now) = 0;
+
+  // A file descriptor that polls readable when rx_burst() may have frames,
+  // for sleeping instead of spinning; -1 if the link has none.
+  virtual int wait_fd() const noexcept = 0;
+
+  // The earliest time at which the link has work of its own (a delayed
+  // frame to release), or Nanos::max() if none.
+  virtual Nanos next_deadline() const noexcept { return Nanos::max(); }
+
+  virtual const LinkCounters& counters() const noexcept = 0;
+};
+
+// A link URI taken apart: "scheme:target?key=value&key=value".
+struct LinkUri {
+  std::string scheme;  // memif, tap, af_packet, af_xdp, mem
+  std::string target;  // socket path or interface name
+  std::vector<std::pair<std::string, std::string>> params;
+
+  // The value of `key`, or `fallback` when absent.
+  std::string_view param(std::string_view key, std::string_view fallback = {}) const;
+};
+
+// Parses and checks the URI's shape (known scheme, non-empty target, well-
+// formed parameters, no unknown parameter for the scheme).
+Expected<LinkUri, LinkError> parse_link_uri(std::string_view uri);
+
+// Opens a link from a URI a user typed:
+//   tap:NAME                       a TAP device (created if absent; needs root)
+//   af_packet:IFNAME               AF_PACKET socket on an existing interface
+//   memif:/path.sock[?role=server|client]
+//   af_xdp:IFNAME[?queue=N&mode=zc|copy]
+// A bad URI, a missing device or a missing privilege gives a LinkError that
+// names the problem.
+Expected<std::unique_ptr<Link>, LinkError> open_link(std::string_view uri, mem::PacketPool& pool,
+                                                     mem::OwnerId owner);
+
+}  // namespace usnet::link
