@@ -1,0 +1,138 @@
+// An AF_PACKET socket on an existing interface: usnet sends and receives
+// whole Ethernet frames on it beside the kernel's own stack.
+//
+// Receive uses a TPACKET_V3 memory-mapped ring: the kernel writes frames
+// into blocks and hands over a block at a time (when it is full or its
+// timeout passes), so one poll wake-up can deliver many frames with no
+// system call per frame. Each frame is copied from the ring into a pool
+// buffer: the ring is the kernel's memory, laid out in blocks we cannot
+// choose, so the pool's buffers cannot be the ring's frames (AF_XDP is the
+// zero-copy path). The block goes back to the kernel as soon as every frame
+// in it has been copied.
+//
+// Transmit uses sendmmsg(): one system call per burst of up to kMaxTxBatch
+// frames, with PACKET_QDISC_BYPASS so frames go straight to the driver. A
+// PACKET_TX_RING would save nothing here (the frame is copied once either
+// way, pool to ring or pool to kernel buffer) and would need a second socket,
+// since a socket has one TPACKET version and V3's transmit ring is the least
+// used path of all.
+//
+// Decisions:
+//   - usnet's MAC address is its own (locally administered, derived from the
+//     interface name unless code gives AfPacketOptions::mac; the URI takes
+//     no parameters), not the interface's, and the interface is put in promiscuous mode
+//     through PACKET_ADD_MEMBERSHIP (undone by the kernel when the socket
+//     closes) so frames to that address arrive. The kernel's stack on the
+//     interface then sees usnet's unicast frames as for another host and
+//     drops them before IP, so it never answers or forwards for usnet; it
+//     must simply have no address of usnet's on that interface.
+//   - Frames the kernel reports as PACKET_OUTGOING (sent by the kernel or by
+//     another socket on the interface) are ignored; PACKET_IGNORE_OUTGOING
+//     asks the kernel not to queue them at all where it can.
+//   - A VLAN tag the driver took out of the frame (TP_STATUS_VLAN_VALID) is
+//     put back, so the stack sees the frame as it was on the wire.
+//   - A frame the kernel sent with its checksum left to the device
+//     (TP_STATUS_CSUMNOTREADY: traffic from the same host, e.g. over veth)
+//     holds only the pseudo-header sum in its TCP/UDP checksum field; it is
+//     intact (it never crossed a wire), so it is marked
+//     FrameFlag::kChecksumsVerified, as are frames the device verified
+//     (TP_STATUS_CSUM_VALID). The stack must honour that flag.
+//   - A frame longer than a pool buffer or cut short by the ring is dropped
+//     (rx_too_long). When the pool refuses a buffer the frame stays in the
+//     ring (the kernel drops new frames once every block is full),
+//     rx_no_buffer counts it and the burst stops.
+//   - Frames shorter than 60 bytes are padded with zeros on transmit.
+//     EAGAIN/ENOBUFS stop the burst (tx_full); any other refusal drops that
+//     frame (tx_errors).
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "usnet/link/link.hpp"
+#include "usnet/mem/pool.hpp"
+#include "usnet/util/expected.hpp"
+#include "usnet/wire/addr.hpp"
+
+namespace usnet::link {
+
+struct AfPacketOptions {
+  std::string interface;             // an existing interface in the caller's namespace
+  std::optional<wire::MacAddr> mac;  // usnet's address; default_mac(interface) when empty
+  // The receive ring: block_count blocks of block_size bytes (a multiple of
+  // the page size, at least 2048); a block is handed over when full or
+  // after block_timeout_ms with frames in it (the receive latency bound).
+  std::uint32_t block_size = 1u << 16;
+  std::uint32_t block_count = 32;
+  std::uint32_t block_timeout_ms = 1;
+  bool promiscuous = true;  // needed unless `mac` is the interface's own
+};
+
+class AfPacketLink final : public Link {
+ public:
+  static constexpr std::size_t kMaxTxBatch = 64;
+
+  // Errors (LinkError::code): ENODEV for no such interface; EPERM/EACCES
+  // without CAP_NET_RAW; EINVAL for bad options; others as the kernel gives
+  // them. `uri` is what info().name reports ("af_packet:IFNAME" when empty).
+  static Expected<std::unique_ptr<AfPacketLink>, LinkError> open(const AfPacketOptions& options,
+                                                                 mem::PacketPool& pool, mem::OwnerId owner,
+                                                                 std::string uri = {});
+
+  // A locally administered unicast address derived from the interface name.
+  static wire::MacAddr default_mac(std::string_view interface) noexcept;
+
+  ~AfPacketLink() override;
+  AfPacketLink(const AfPacketLink&) = delete;
+  AfPacketLink& operator=(const AfPacketLink&) = delete;
+
+  const LinkInfo& info() const noexcept override { return info_; }
+  std::size_t rx_burst(std::span<Frame> out, Nanos now) override;
+  std::size_t tx_burst(std::span<const Frame> frames, Nanos now) override;
+  int wait_fd() const noexcept override { return fd_; }
+  const LinkCounters& counters() const noexcept override { return counters_; }
+
+  // Frames skipped because the kernel marked them PACKET_OUTGOING.
+  std::uint64_t rx_outgoing_ignored() const noexcept { return rx_outgoing_; }
+
+ private:
+  AfPacketLink(int fd, std::byte* ring, const AfPacketOptions& options, LinkInfo info, mem::PacketPool& pool,
+               mem::OwnerId owner);
+
+  std::byte* block(std::uint32_t i) const noexcept { return ring_ + std::size_t{i} * block_size_; }
+  void release_block() noexcept;
+  // Sends frames [0, count) of the staged batch; returns how many were taken
+  // and sets `stop` when the device is full.
+  std::size_t flush(std::span<const Frame> staged, bool& stop);
+
+  int fd_ = -1;
+  std::byte* ring_ = nullptr;
+  std::uint32_t block_size_ = 0;
+  std::uint32_t block_count_ = 0;
+  LinkInfo info_;
+  mem::PacketPool& pool_;
+  mem::OwnerId owner_;
+  LinkCounters counters_;
+  std::uint64_t rx_outgoing_ = 0;
+
+  // Receive cursor: the block being read, and where in it.
+  std::uint32_t cur_block_ = 0;
+  bool in_block_ = false;
+  std::uint32_t pkts_left_ = 0;
+  std::size_t next_off_ = 0;
+
+  // Transmit staging, reused by every burst (no allocation per burst).
+  std::array<mmsghdr, kMaxTxBatch> msgs_{};
+  std::array<iovec, kMaxTxBatch> iovs_{};
+};
+
+}  // namespace usnet::link
