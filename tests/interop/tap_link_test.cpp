@@ -1,0 +1,403 @@
+// TapLink against the Linux kernel: the TAP device is moved into a peer
+// namespace where the kernel holds 198.18.0.2/24, and usnet (198.18.0.1)
+// talks to it through raw frames built with the wire types. This proves
+// receive, transmit and framing both ways before the IP layer exists.
+//
+// Every wait has a deadline: a kernel that does not answer fails the test,
+// it never hangs it.
+#include "usnet/link/tap_link.hpp"
+
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "interop/netns.hpp"
+#include "usnet/link/link.hpp"
+#include "usnet/mem/pool.hpp"
+#include "usnet/wire/arp.hpp"
+#include "usnet/wire/ethernet.hpp"
+#include "usnet/wire/icmpv4.hpp"
+#include "usnet/wire/ipv4.hpp"
+#include "usnet/wire/udp.hpp"
+
+namespace usnet::link {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Bytes = std::vector<std::byte>;
+using test::PeerNamespace;
+
+const wire::Ipv4Addr kUsnetIp = wire::Ipv4Addr::from_octets(198, 18, 0, 1);
+const wire::Ipv4Addr kPeerIp = wire::Ipv4Addr::from_octets(198, 18, 0, 2);
+
+Nanos now() { return std::chrono::duration_cast<Nanos>(Clock::now().time_since_epoch()); }
+
+// A pool in its own anonymous mapping, and the owner the link works for.
+class PoolHarness {
+ public:
+  static constexpr std::size_t kSegment = 64 * 1024;
+  static constexpr std::uint32_t kSegments = 16;
+
+  PoolHarness() {
+    void* m =
+        ::mmap(nullptr, kSegment * kSegments, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(m, MAP_FAILED);
+    memory_ = static_cast<std::byte*>(m);
+    auto p = mem::PacketPool::create({2048, kSegment, kSegments, std::chrono::seconds(2)},
+                                     {memory_, kSegment * kSegments});
+    EXPECT_TRUE(p);
+    pool_.emplace(std::move(*p));
+    owner_ = *pool_->add_owner({0, 256});
+  }
+  ~PoolHarness() {
+    pool_.reset();
+    ::munmap(memory_, kSegment * kSegments);
+  }
+  mem::PacketPool& pool() { return *pool_; }
+  mem::OwnerId owner() const { return owner_; }
+
+ private:
+  std::byte* memory_ = nullptr;
+  std::optional<mem::PacketPool> pool_;
+  mem::OwnerId owner_;
+};
+
+// Copies `frame` into a new buffer and sends it, retrying a full device
+// until the deadline.
+bool send(Link& link, PoolHarness& h, const Bytes& frame) {
+  auto buf = h.pool().alloc(h.owner());
+  if (!buf) return false;
+  std::memcpy(h.pool().buffer(*buf).data(), frame.data(), frame.size());
+  const Frame f{*buf, static_cast<std::uint32_t>(frame.size()), 0, 0};
+  const auto deadline = Clock::now() + std::chrono::seconds(1);
+  while (Clock::now() < deadline) {
+    if (link.tx_burst({&f, 1}, now()) == 1) return true;
+    pollfd p{link.wait_fd(), POLLOUT, 1};
+    ::poll(&p, 1, 1);
+  }
+  (void)h.pool().free(h.owner(), *buf);
+  return false;
+}
+
+// Receives until `handle` returns true for a frame, or the deadline. Every
+// buffer is freed here; `handle` sees the bytes only.
+bool receive_until(Link& link, PoolHarness& h, std::chrono::milliseconds timeout,
+                   const std::function<bool(std::span<const std::byte>)>& handle) {
+  const auto deadline = Clock::now() + timeout;
+  Frame frames[32];
+  bool done = false;
+  while (!done && Clock::now() < deadline) {
+    const std::size_t n = link.rx_burst(frames, now());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto mem = h.pool().buffer(frames[i].buffer).subspan(frames[i].offset, frames[i].length);
+      if (!done && handle(mem)) done = true;
+      EXPECT_FALSE(h.pool().free(h.owner(), frames[i].buffer));
+    }
+    if (n == 0 && !done) {
+      pollfd p{link.wait_fd(), POLLIN, 0};
+      ::poll(&p, 1, 1);
+    }
+  }
+  return done;
+}
+
+Bytes arp_frame(wire::ArpOperation op, wire::MacAddr eth_dst, wire::MacAddr src_mac, wire::Ipv4Addr src_ip,
+                wire::MacAddr target_mac, wire::Ipv4Addr target_ip) {
+  Bytes out(14 + 28);
+  const wire::EthernetRepr eth{eth_dst, src_mac, wire::ethertype::kArp, std::nullopt};
+  const wire::ArpRepr arp{op, src_mac, src_ip, target_mac, target_ip};
+  EXPECT_TRUE(eth.emit(out));
+  EXPECT_TRUE(arp.emit(std::span(out).subspan(14)));
+  return out;
+}
+
+std::optional<wire::ArpRepr> as_arp(std::span<const std::byte> frame) {
+  auto eth = wire::EthernetView::make(frame);
+  if (!eth || eth->ethertype() != wire::ethertype::kArp) return std::nullopt;
+  auto v = wire::ArpView::make(eth->payload());
+  if (!v) return std::nullopt;
+  auto r = wire::ArpRepr::parse(*v);
+  if (!r) return std::nullopt;
+  return *r;
+}
+
+// Sends a request for `kPeerIp` and waits for the kernel's answer.
+void expect_kernel_answers_arp(Link& link, PoolHarness& h, const PeerNamespace& ns) {
+  const wire::MacAddr mac = link.info().mac;
+  ASSERT_TRUE(send(link, h,
+                   arp_frame(wire::ArpOperation::Request, wire::MacAddr::broadcast(), mac, kUsnetIp,
+                             wire::MacAddr{}, kPeerIp)));
+  std::optional<wire::ArpRepr> reply;
+  wire::MacAddr reply_dst;
+  const bool got = receive_until(link, h, std::chrono::seconds(3), [&](std::span<const std::byte> f) {
+    auto a = as_arp(f);
+    if (!a || a->operation != wire::ArpOperation::Reply || a->sender_ip != kPeerIp) return false;
+    reply = a;
+    reply_dst = wire::EthernetView::make(f)->dst();
+    return true;
+  });
+  ASSERT_TRUE(got) << "no ARP reply from the kernel for " << kPeerIp.to_string() << " within 3 s";
+  EXPECT_EQ(reply->sender_mac, ns.peer_mac());
+  EXPECT_EQ(reply->target_ip, kUsnetIp);
+  EXPECT_EQ(reply->target_mac, mac);
+  EXPECT_EQ(reply_dst, mac);
+}
+
+// Runs the kernel's ping to usnet, answering its ARP request and its echo
+// request with frames built from the wire types.
+void expect_kernel_ping_succeeds(Link& link, PoolHarness& h, const PeerNamespace& ns) {
+  const wire::MacAddr mac = link.info().mac;
+  auto ping = std::async(std::launch::async, [&ns] { return ns.exec("ping -c 1 -W 3 198.18.0.1", 10); });
+  bool answered_arp = false;
+  bool answered_echo = false;
+  const bool got = receive_until(link, h, std::chrono::seconds(5), [&](std::span<const std::byte> f) {
+    auto eth = wire::EthernetView::make(f);
+    if (!eth) return false;
+    if (auto a = as_arp(f)) {
+      if (a->operation == wire::ArpOperation::Request && a->target_ip == kUsnetIp) {
+        EXPECT_TRUE(send(
+            link, h,
+            arp_frame(wire::ArpOperation::Reply, a->sender_mac, mac, kUsnetIp, a->sender_mac, a->sender_ip)));
+        answered_arp = true;
+      }
+      return false;
+    }
+    if (eth->ethertype() != wire::ethertype::kIpv4 || eth->dst() != mac) return false;
+    auto ip = wire::Ipv4View::make(eth->payload());
+    if (!ip || ip->protocol() != wire::ip_protocol::kIcmp || ip->dst() != kUsnetIp) return false;
+    auto ipr = wire::Ipv4Repr::parse(*ip);
+    auto icmp = wire::Icmpv4View::make(ip->payload());
+    if (!ipr || !icmp) return false;
+    auto req = wire::Icmpv4Repr::parse(*icmp);
+    if (!req || req->type != wire::Icmpv4Type::EchoRequest) return false;
+    // RFC 792: the echo reply returns the identifier, sequence and data.
+    wire::Icmpv4Repr rep = *req;
+    rep.type = wire::Icmpv4Type::EchoReply;
+    rep.code = 0;
+    wire::Ipv4Repr ipo{kUsnetIp, ipr->src, wire::ip_protocol::kIcmp};
+    ipo.payload_len = static_cast<std::uint16_t>(rep.total_len());
+    Bytes out(14 + 20 + rep.total_len());
+    std::span<std::byte> o(out);
+    EXPECT_TRUE((wire::EthernetRepr{eth->src(), mac, wire::ethertype::kIpv4, std::nullopt}.emit(o)));
+    EXPECT_TRUE(ipo.emit(o.subspan(14)));
+    std::memcpy(out.data() + 14 + 20 + 8, icmp->data().data(), icmp->data().size());
+    EXPECT_TRUE(rep.emit(o.subspan(34)));
+    EXPECT_TRUE(send(link, h, out));
+    answered_echo = true;
+    return true;
+  });
+  const test::CmdResult r = ping.get();  // bounded by ping's own -W and exec's timeout
+  EXPECT_TRUE(answered_arp) << "the kernel never asked for usnet's MAC";
+  ASSERT_TRUE(got && answered_echo) << "no ICMP echo request reached usnet within 5 s";
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1 received"), std::string::npos) << r.output;
+}
+
+// A frame of exactly MTU + 14 bytes: an IPv4/UDP datagram to the kernel's
+// port 9 (discard, nobody listening) with a 1472-byte payload. The kernel
+// checks the IP and UDP checksums before counting it in Udp NoPorts.
+Bytes mtu_frame(wire::MacAddr src, wire::MacAddr dst) {
+  constexpr std::size_t kPayload = 1472;
+  Bytes out(14 + 20 + 8 + kPayload);
+  std::span<std::byte> o(out);
+  for (std::size_t i = 0; i < kPayload; ++i) out[42 + i] = static_cast<std::byte>(i * 7 + 3);
+  EXPECT_TRUE((wire::EthernetRepr{dst, src, wire::ethertype::kIpv4, std::nullopt}.emit(o)));
+  wire::Ipv4Repr ip{kUsnetIp, kPeerIp, wire::ip_protocol::kUdp};
+  ip.payload_len = 8 + kPayload;
+  EXPECT_TRUE(ip.emit(o.subspan(14)));
+  const wire::UdpRepr udp{40000, 9, kPayload};
+  EXPECT_TRUE(udp.emit(o.subspan(34), wire::PseudoHeader::v4(kUsnetIp, kPeerIp)));
+  return out;
+}
+
+std::uint64_t udp_no_ports(const PeerNamespace& ns) {
+  // /proc/net/snmp: a "Udp:" header line of names, then a "Udp:" line of values.
+  auto r = ns.exec(
+      "awk '/^Udp:/ {n++; if (n == 1) for (i = 2; i <= NF; i++) if ($i == \"NoPorts\") c = i; "
+      "if (n == 2) print $c}' /proc/net/snmp");
+  return std::strtoull(r.output.c_str(), nullptr, 10);
+}
+
+std::uint64_t peer_rx_bytes(const PeerNamespace& ns) {
+  auto r = ns.exec("cat /sys/class/net/" + ns.peer_if() + "/statistics/rx_bytes");
+  return std::strtoull(r.output.c_str(), nullptr, 10);
+}
+
+void expect_kernel_counts_mtu_frame(Link& link, PoolHarness& h, const PeerNamespace& ns) {
+  ASSERT_EQ(link.info().mtu, 1500u);
+  // Learn the kernel's MAC first so the frame is addressed to it.
+  const wire::MacAddr peer = ns.peer_mac();
+  const std::uint64_t no_ports = udp_no_ports(ns);
+  const std::uint64_t rx_bytes = peer_rx_bytes(ns);
+  const Bytes frame = mtu_frame(link.info().mac, peer);
+  ASSERT_EQ(frame.size(), 1514u);
+  ASSERT_TRUE(send(link, h, frame));
+  const auto deadline = Clock::now() + std::chrono::seconds(3);
+  while (udp_no_ports(ns) == no_ports && Clock::now() < deadline) ::usleep(10000);
+  EXPECT_EQ(udp_no_ports(ns), no_ports + 1) << "the kernel did not take the 1514-byte datagram";
+  EXPECT_GE(peer_rx_bytes(ns), rx_bytes + 1514);
+  // Drain what the kernel sent back (its ARP request, port unreachable).
+  receive_until(link, h, std::chrono::milliseconds(50), [](auto) { return false; });
+}
+
+bool namespace_exists(const std::string& name) {
+  return test::sh("ip netns list | grep -qw " + name).status == 0;
+}
+
+// The TAP device name: unique per process and test, 15 characters at most.
+std::string tap_name() {
+  static std::atomic<int> n{0};
+  return "ust" + std::to_string(::getpid()) + "x" + std::to_string(n++);
+}
+
+class TapLinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(test::interop_blocker({"ping", "awk"}), "");
+    auto l = TapLink::open(TapOptions{tap_name(), {}}, h_.pool(), h_.owner());
+    ASSERT_TRUE(l) << l.error().message;
+    link_ = std::move(*l);
+    auto p = PeerNamespace::with_tap(link_->device());
+    ASSERT_TRUE(p) << p.error();
+    ns_.emplace(std::move(*p));
+    ns_name_ = ns_->name();
+  }
+  void TearDown() override {
+    // Counters sane, every buffer back, the namespace gone.
+    if (link_) {
+      const LinkCounters& c = link_->counters();
+      EXPECT_GT(c.rx_frames, 0u);
+      EXPECT_GT(c.tx_frames, 0u);
+      EXPECT_EQ(c.tx_errors, 0u);
+      EXPECT_EQ(c.rx_too_long, 0u);
+      EXPECT_EQ(c.rx_no_buffer, 0u);
+    }
+    link_.reset();
+    ns_.reset();
+    EXPECT_EQ(h_.pool().in_use(), 0u);
+    if (!ns_name_.empty()) {
+      EXPECT_FALSE(namespace_exists(ns_name_)) << ns_name_ << " was not deleted";
+    }
+  }
+
+  PoolHarness h_;
+  std::optional<PeerNamespace> ns_;  // declared first: deleted after the link
+  std::unique_ptr<TapLink> link_;
+  std::string ns_name_;
+};
+
+TEST_F(TapLinkTest, UsnetResolvesKernelByArp) { expect_kernel_answers_arp(*link_, h_, *ns_); }
+
+TEST_F(TapLinkTest, KernelPingReachesUsnet) { expect_kernel_ping_succeeds(*link_, h_, *ns_); }
+
+TEST_F(TapLinkTest, MtuSizedFrameReachesKernel) { expect_kernel_counts_mtu_frame(*link_, h_, *ns_); }
+
+TEST_F(TapLinkTest, InfoDescribesTheLink) {
+  EXPECT_EQ(link_->info().name, "tap:" + link_->device());
+  EXPECT_EQ(link_->info().mac, TapLink::default_mac(link_->device()));
+  EXPECT_TRUE(link_->info().mac.is_unicast());
+  EXPECT_EQ(link_->info().mac.b[0] & 0x02, 0x02);  // locally administered
+  EXPECT_EQ(link_->info().offloads, 0u);
+  EXPECT_GE(link_->wait_fd(), 0);
+  expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic
+}
+
+// Errors a user can act on.
+TEST(TapLinkErrors, UriAndNameProblems) {
+  PoolHarness h;
+  auto empty = open_link("tap:", h.pool(), h.owner());
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, std::make_error_code(std::errc::invalid_argument)) << empty.error().message;
+
+  auto bad = TapLink::open(TapOptions{"a/b", {}}, h.pool(), h.owner());
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, std::make_error_code(std::errc::invalid_argument));
+  EXPECT_NE(bad.error().message.find("a/b"), std::string::npos) << bad.error().message;
+
+  auto multicast = TapLink::open(TapOptions{"ustm", wire::MacAddr::broadcast()}, h.pool(), h.owner());
+  ASSERT_FALSE(multicast);
+  EXPECT_EQ(multicast.error().code, std::make_error_code(std::errc::invalid_argument));
+}
+
+TEST(OpenLink, SchemesWithoutALinkHereSaySo) {
+  PoolHarness h;
+  for (const char* uri : {"memif:/tmp/x.sock", "af_xdp:eth0"}) {
+    auto l = open_link(uri, h.pool(), h.owner());
+    ASSERT_FALSE(l) << uri;
+    EXPECT_EQ(l.error().code, std::make_error_code(std::errc::not_supported)) << uri;
+    EXPECT_NE(l.error().message.find("not available"), std::string::npos) << l.error().message;
+  }
+  auto mem = open_link("mem:a", h.pool(), h.owner());
+  ASSERT_FALSE(mem);
+  EXPECT_EQ(mem.error().code, std::make_error_code(std::errc::invalid_argument));
+  EXPECT_NE(mem.error().message.find("in code"), std::string::npos) << mem.error().message;
+}
+
+TEST(OpenLink, TapUriOpensATapLink) {
+  ASSERT_EQ(test::interop_blocker(), "");
+  PoolHarness h;
+  const std::string name = tap_name();
+  auto l = open_link("tap:" + name, h.pool(), h.owner());
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ((*l)->info().name, "tap:" + name);
+  EXPECT_NE(dynamic_cast<TapLink*>(l->get()), nullptr);
+  EXPECT_EQ(test::sh("ip link show " + name).status, 0);
+  l->reset();
+  // Not persistent: the device goes with the link.
+  EXPECT_NE(test::sh("ip link show " + name + " 2>/dev/null").status, 0);
+}
+
+// Without privileges the message names the one that is missing. The child
+// drops to nobody/nogroup and reports through a pipe; the parent waits at
+// most 5 s.
+TEST(TapLinkErrors, WithoutPrivilegeNamesCapNetAdmin) {
+  ASSERT_EQ(test::interop_blocker(), "");
+  PoolHarness h;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string name = tap_name();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string msg = "privileges not dropped";
+    if (::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0) {
+      auto l = open_link("tap:" + name, h.pool(), h.owner());
+      msg = l ? std::string("opened") : l.error().message;
+    }
+    (void)!::write(fds[1], msg.data(), msg.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string msg;
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    msg.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_NE(msg.find("CAP_NET_ADMIN"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tap:" + name), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace usnet::link
