@@ -113,6 +113,7 @@ std::optional<ReassembledDatagram> Reassembler::add(const wire::Ipv4View& v, Nan
     drop(i, DropReason::ReasmOverlap);
     return std::nullopt;
   }
+  const auto pos_index = pos - d.ranges.begin();  // reserve() below invalidates pos
   if (d.ranges.size() >= config_.max_fragments) {
     drop(i, DropReason::ReasmTooManyFragments);
     return std::nullopt;
@@ -146,7 +147,7 @@ std::optional<ReassembledDatagram> Reassembler::add(const wire::Ipv4View& v, Nan
   }
 
   if (len != 0) std::memcpy(d.data.data() + off, payload.data(), len);
-  d.ranges.insert(d.ranges.begin() + (pos - d.ranges.begin()), Range{off, end});
+  d.ranges.insert(d.ranges.begin() + pos_index, Range{off, end});
   d.received += len;
   if (!mf) {
     d.have_last = true;
