@@ -1,0 +1,238 @@
+// The IPv4 network layer over one link: Ethernet dispatch, ARP, IPv4 input
+// and output with fragmentation and reassembly, ICMP.
+//
+// Pure protocol logic: its only I/O is Link::rx_burst/tx_burst, and time is
+// passed in. poll(now) receives (bursts of 32 frames) and runs the timers;
+// next_deadline() says when it must run again. send() transmits at once (or
+// queues behind ARP resolution).
+//
+// Buffers. The interface allocates, and is given by the link, buffers of
+// the one owner it was made with. A received datagram is handed to the
+// protocol handler as an InboundDatagram for the duration of the call: its
+// payload span is valid until the handler returns. A handler that wants the
+// buffer itself (zero-copy receive) calls take_frame(), which is possible for
+// a datagram that arrived in one frame; it then owns the frame (same pool
+// owner) and must free it. Otherwise the interface frees the frame after the
+// call. A reassembled datagram lives in a heap buffer of the reassembler
+// (see reassembly.hpp): take_frame() returns nullopt and the handler copies.
+//
+// Not done here: IP options are accepted and skipped, never acted on (no
+// source routing, record route); no forwarding (we are a host: RFC 1122
+// 3.3.1), so TTL is not checked on input (only a router decrements it);
+// multicast groups cannot be joined yet, so multicast is dropped.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "usnet/link/link.hpp"
+#include "usnet/mem/pool.hpp"
+#include "usnet/net/arp_cache.hpp"
+#include "usnet/net/drop_reason.hpp"
+#include "usnet/net/icmp.hpp"
+#include "usnet/net/reassembly.hpp"
+#include "usnet/net/routes.hpp"
+#include "usnet/wire/addr.hpp"
+#include "usnet/wire/ipv4.hpp"
+
+namespace usnet::net {
+
+struct InterfaceAddress {
+  wire::Ipv4Addr addr;
+  std::uint8_t prefix_len = 24;
+};
+
+struct InterfaceConfig {
+  std::vector<InterfaceAddress> addresses;  // at least one
+  ArpConfig arp;
+  ReassemblyConfig reassembly;
+  IcmpConfig icmp;
+  std::uint8_t default_ttl = 64;  // RFC 1700 / Linux default
+  std::uint16_t first_ident = 1;  // of the IPv4 identification counter (a test seeds it)
+};
+
+// The IPv4 header of a received datagram, as an upper layer needs it.
+struct Ipv4Info {
+  wire::Ipv4Addr src;
+  wire::Ipv4Addr dst;
+  std::uint8_t protocol = 0;
+  std::uint8_t ttl = 0;
+  std::uint8_t dscp = 0;
+  std::uint8_t ecn = 0;
+  std::uint16_t ident = 0;
+  bool reassembled = false;
+  bool link_broadcast = false;  // the frame was sent to a broadcast/multicast MAC
+  bool ip_broadcast = false;    // 255.255.255.255 or a directed broadcast of ours
+  // Every checksum in the frame was verified by the link (FrameFlag or
+  // Offload::kNoChecksums): the upper layer may skip its own.
+  bool checksums_verified = false;
+};
+
+class Interface;
+
+class InboundDatagram {
+ public:
+  Ipv4Info ip;
+  std::span<const std::byte> payload;  // the IP payload (options skipped)
+  // The IP header and the first 8 payload bytes: what an ICMP error quotes.
+  std::span<const std::byte> quote;
+
+  // The whole Ethernet frame holding the datagram, handed over to the
+  // caller (same pool owner as the interface); nullopt for a reassembled
+  // datagram or if already taken.
+  std::optional<link::Frame> take_frame() noexcept {
+    auto f = frame_;
+    frame_.reset();
+    return f;
+  }
+
+ private:
+  friend class Interface;
+  std::optional<link::Frame> frame_;
+};
+
+struct SendOptions {
+  std::uint8_t ttl = 0;  // 0: the interface default
+  std::uint8_t dscp = 0;
+  std::uint8_t ecn = 0;
+  bool dont_frag = false;
+  wire::Ipv4Addr source;  // 0: the route's source address
+};
+
+using ProtocolHandler = std::function<void(InboundDatagram& datagram, Nanos now)>;
+using ErrorHandler = std::function<void(const IcmpErrorInfo& error, Nanos now)>;
+using PingHandler = std::function<void(const EchoReply& reply, Nanos now)>;
+
+class Interface {
+ public:
+  static constexpr std::size_t kBurst = 32;
+  static constexpr std::size_t kMaxBurstsPerPoll = 16;  // so timers run under a flood
+  static constexpr std::size_t kEthHeaderLen = 14;
+  static constexpr std::size_t kIpHeaderLen = 20;
+  static constexpr std::size_t kHeadroom = kEthHeaderLen + kIpHeaderLen;
+
+  // EINVAL: no address, a prefix length above 32, or an unspecified address.
+  static Expected<std::unique_ptr<Interface>, std::error_code> create(link::Link& link, mem::PacketPool& pool,
+                                                                      mem::OwnerId owner,
+                                                                      const InterfaceConfig& config);
+  // Frees every buffer it still holds (ARP queues, frames not yet sent).
+  ~Interface();
+  Interface(const Interface&) = delete;
+  Interface& operator=(const Interface&) = delete;
+
+  // Receives up to kMaxBurstsPerPoll bursts, then runs the timers (ARP
+  // retransmits and expiry, reassembly timeouts, announcements at start).
+  void poll(Nanos now);
+  // The earliest time poll() has timer work; Nanos::max() if none.
+  Nanos next_deadline() const noexcept;
+
+  // IPv4 output (RFC 791, RFC 1122 3.3). ENETUNREACH: no route; EMSGSIZE:
+  // too big for the MTU with dont_frag set, or above 65515 bytes; ENOBUFS:
+  // the pool refused a buffer or the link was full; EHOSTUNREACH: ARP
+  // resolution for the next hop has failed recently. The datagram may be
+  // queued behind ARP resolution (success is returned). Each drop is counted.
+  std::error_code send(wire::Ipv4Addr dst, std::uint8_t protocol, std::span<const std::byte> payload,
+                       const SendOptions& options, Nanos now);
+
+  // Upper layers. The ICMP protocol is handled here (EINVAL for it).
+  std::error_code set_protocol_handler(std::uint8_t protocol, ProtocolHandler handler);
+  // Errors quoting a datagram of `protocol` that we sent (any protocol,
+  // ICMP included: errors about our echo requests).
+  void set_error_handler(std::uint8_t protocol, ErrorHandler handler);
+
+  // ICMP error about a received datagram (port unreachable from UDP, say),
+  // under RFC 1122 3.2.2's rules (never about an ICMP error, a broadcast, a
+  // non-initial fragment or a non-unicast source) and the rate limit.
+  // Returns whether one was sent.
+  bool send_icmp_error(const InboundDatagram& about, std::uint8_t type, std::uint8_t code, Nanos now);
+
+  // Ping client: an echo request with `data_len` bytes of data (the first 8
+  // the send time, when data_len >= 8). Replies go to the ping handler.
+  std::error_code send_ping(wire::Ipv4Addr dst, std::uint16_t ident, std::uint16_t seq, std::size_t data_len,
+                            Nanos now);
+  void set_ping_handler(PingHandler handler) { ping_handler_ = std::move(handler); }
+
+  bool is_our_address(wire::Ipv4Addr a) const noexcept;
+  const std::vector<InterfaceAddress>& addresses() const noexcept { return config_.addresses; }
+  RouteTable& routes() noexcept { return routes_; }
+  const ArpCache& arp() const noexcept { return arp_; }
+  const Reassembler& reassembler() const noexcept { return reasm_; }
+  const NetCounters& counters() const noexcept { return counters_; }
+  std::string format_counters(bool all = false) const { return net::format_counters(counters_, all); }
+  std::uint32_t mtu() const noexcept { return mtu_; }
+  const link::LinkInfo& link_info() const noexcept { return link_->info(); }
+
+ private:
+  Interface(link::Link& link, mem::PacketPool& pool, mem::OwnerId owner, const InterfaceConfig& config);
+
+  // Receive.
+  void handle_frame(const link::Frame& f, Nanos now);
+  void handle_arp(std::span<const std::byte> arp, Nanos now);
+  // Returns true when the frame was handed over (taken) and must not be freed.
+  bool handle_ipv4(const link::Frame& f, std::span<const std::byte> ip, bool link_broadcast, Nanos now);
+  void deliver(InboundDatagram& d, Nanos now);
+  void handle_icmp(InboundDatagram& d, Nanos now);
+  void handle_icmp_error(const InboundDatagram& d, std::uint8_t type, std::uint8_t code, std::uint16_t mtu,
+                         std::uint8_t pointer, std::span<const std::byte> quoted, Nanos now);
+  bool is_directed_broadcast(wire::Ipv4Addr a) const noexcept;
+  // RFC 1122 3.2.2: whether an error may be sent about a datagram from
+  // `src` quoted by `quote` (never about an ICMP error, a non-initial
+  // fragment, or from a source that is not one host).
+  bool icmp_error_allowed(wire::Ipv4Addr src, std::span<const std::byte> quote) const noexcept;
+  // Sends an error (rate-limited) from `src` to `dst` quoting `quote`.
+  bool send_icmp_error_to(wire::Ipv4Addr dst, wire::Ipv4Addr src, std::uint8_t type, std::uint8_t code,
+                          std::span<const std::byte> quote, Nanos now);
+
+  // Send.
+  // Builds the frames of one datagram (fragmenting) and hands them to L2.
+  std::error_code output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::uint8_t protocol,
+                         std::span<const std::byte> payload, const SendOptions& options, Nanos now);
+  std::error_code to_link(const link::Frame& f, wire::Ipv4Addr next_hop, bool broadcast, wire::Ipv4Addr src,
+                          Nanos now);
+  void send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac, wire::Ipv4Addr sender_ip,
+                wire::Ipv4Addr target_ip);
+  std::optional<link::Frame> alloc_frame() noexcept;
+  void queue_tx(const link::Frame& f) { tx_.push_back(f); }
+  // Hands the queued frames to the link; false if it refused some (freed, counted).
+  bool flush_tx(Nanos now);
+  void free_frame(const link::Frame& f) noexcept;
+  std::span<std::byte> frame_bytes(const link::Frame& f) const noexcept;
+  wire::ChecksumMode tx_checksum_mode() const noexcept;
+
+  link::Link* link_;
+  mem::PacketPool* pool_;
+  mem::OwnerId owner_;
+  InterfaceConfig config_;
+  NetCounters counters_;
+  RouteTable routes_;
+  ArpCache arp_;
+  Reassembler reasm_;
+  TokenBucket icmp_errors_;
+  std::uint32_t mtu_ = 0;
+  std::uint16_t next_ident_ = 0;
+
+  std::array<ProtocolHandler, 256> handlers_{};
+  std::array<ErrorHandler, 256> error_handlers_{};
+  PingHandler ping_handler_;
+
+  std::uint32_t announcements_left_ = 0;
+  Nanos next_announcement_{0};
+  bool announced_once_ = false;
+
+  std::vector<link::Frame> tx_;
+  std::vector<link::Frame> ready_;        // scratch: frames released by ARP
+  std::vector<link::Frame> frags_;        // scratch: the frames of one datagram
+  std::vector<wire::Ipv4Addr> probes_;    // scratch
+  std::vector<ExpiredDatagram> expired_;  // scratch
+};
+
+}  // namespace usnet::net

@@ -1,0 +1,465 @@
+#include "usnet/net/interface.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "usnet/util/bytes.hpp"
+#include "usnet/wire/arp.hpp"
+#include "usnet/wire/ethernet.hpp"
+
+namespace usnet::net {
+
+namespace {
+std::error_code err(std::errc e) { return std::make_error_code(e); }
+}  // namespace
+
+Expected<std::unique_ptr<Interface>, std::error_code> Interface::create(link::Link& link,
+                                                                        mem::PacketPool& pool,
+                                                                        mem::OwnerId owner,
+                                                                        const InterfaceConfig& config) {
+  if (config.addresses.empty()) return unexpected(err(std::errc::invalid_argument));
+  for (const auto& a : config.addresses) {
+    if (a.prefix_len > 32 || a.addr.is_unspecified() || a.addr.is_broadcast() || a.addr.is_multicast()) {
+      return unexpected(err(std::errc::invalid_argument));
+    }
+  }
+  // RFC 791 3.2: every link must carry 68-byte datagrams; and a buffer must
+  // hold an Ethernet header and a minimal IP header with 8 bytes of data.
+  if (link.info().mtu < 68 || pool.buffer_size() < kEthHeaderLen + 68) {
+    return unexpected(err(std::errc::invalid_argument));
+  }
+  return std::unique_ptr<Interface>(new Interface(link, pool, owner, config));
+}
+
+Interface::Interface(link::Link& link, mem::PacketPool& pool, mem::OwnerId owner,
+                     const InterfaceConfig& config)
+    : link_(&link),
+      pool_(&pool),
+      owner_(owner),
+      config_(config),
+      arp_(config.arp, pool, owner, counters_),
+      reasm_(config.reassembly, counters_),
+      icmp_errors_(config.icmp.error_rate_per_second, config.icmp.error_burst),
+      mtu_(static_cast<std::uint32_t>(
+          std::min<std::size_t>(link.info().mtu, pool.buffer_size() - kEthHeaderLen))),
+      next_ident_(config.first_ident),
+      announcements_left_(config.arp.announce_count) {
+  for (const auto& a : config_.addresses) (void)routes_.add_connected(a.addr, a.prefix_len);
+  tx_.reserve(kBurst * 2);
+}
+
+Interface::~Interface() {
+  for (const auto& f : tx_) free_frame(f);
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+void Interface::free_frame(const link::Frame& f) noexcept { (void)pool_->free(owner_, f.buffer); }
+
+std::span<std::byte> Interface::frame_bytes(const link::Frame& f) const noexcept {
+  auto buf = pool_->buffer(f.buffer);
+  if (std::size_t{f.offset} + f.length > buf.size()) return {};
+  return buf.subspan(f.offset, f.length);
+}
+
+wire::ChecksumMode Interface::tx_checksum_mode() const noexcept {
+  return (link_->info().offloads & link::Offload::kNoChecksums) != 0 ? wire::ChecksumMode::Ignore
+                                                                     : wire::ChecksumMode::Verify;
+}
+
+std::optional<link::Frame> Interface::alloc_frame() noexcept {
+  auto b = pool_->alloc(owner_);
+  if (!b) {
+    counters_.drop(DropReason::NoBuffer);
+    return std::nullopt;
+  }
+  link::Frame f;
+  f.buffer = *b;
+  return f;
+}
+
+bool Interface::flush_tx(Nanos now) {
+  if (tx_.empty()) return true;
+  const std::size_t taken = link_->tx_burst(tx_, now);
+  counters_.tx_frames += taken;
+  for (std::size_t i = taken; i < tx_.size(); ++i) {
+    free_frame(tx_[i]);
+    counters_.drop(DropReason::LinkFull);
+  }
+  const bool all = taken == tx_.size();
+  tx_.clear();
+  return all;
+}
+
+bool Interface::is_our_address(wire::Ipv4Addr a) const noexcept {
+  return std::any_of(config_.addresses.begin(), config_.addresses.end(),
+                     [a](const InterfaceAddress& x) { return x.addr == a; });
+}
+
+bool Interface::is_directed_broadcast(wire::Ipv4Addr a) const noexcept {
+  for (const auto& x : config_.addresses) {
+    if (x.prefix_len > 30) continue;  // /31 (RFC 3021) and /32 have no broadcast address
+    const Ipv4Prefix p{x.addr, x.prefix_len};
+    if (p.contains(a) && (a.v | p.mask()) == 0xffffffffu) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Poll and timers
+
+void Interface::poll(Nanos now) {
+  std::array<link::Frame, kBurst> frames;
+  for (std::size_t b = 0; b < kMaxBurstsPerPoll; ++b) {
+    const std::size_t n = link_->rx_burst(frames, now);
+    for (std::size_t i = 0; i < n; ++i) {
+      ++counters_.rx_frames;
+      handle_frame(frames[i], now);
+    }
+    flush_tx(now);
+    if (n < kBurst) break;
+  }
+
+  // ARP retransmissions (RFC 1122 2.3.2.1: at most one per second per
+  // destination, the cache's retransmit_interval) and expiry.
+  probes_.clear();
+  arp_.poll(now, probes_);
+  for (const auto ip : probes_) {
+    auto hop = routes_.lookup(ip);
+    const wire::Ipv4Addr src = hop ? hop->source : config_.addresses.front().addr;
+    send_arp(1, wire::MacAddr::broadcast(), {}, src, ip);
+    ++counters_.arp_requests_sent;
+  }
+
+  // Reassembly timeouts: RFC 792 time exceeded, code 1, when fragment zero
+  // had arrived (RFC 1122 3.3.2: "fragment reassembly time exceeded").
+  expired_.clear();
+  reasm_.poll(now, expired_);
+  for (const auto& e : expired_) {
+    if (!e.had_first || !is_our_address(e.key.dst)) continue;
+    if (!icmp_error_allowed(e.key.src, e.first.span())) continue;
+    send_icmp_error_to(e.key.src, e.key.dst, 11, 1, e.first.span(), now);
+  }
+
+  // RFC 5227 2.3: ARP announcements of our addresses at start.
+  if (announcements_left_ > 0 && (!announced_once_ || now >= next_announcement_)) {
+    for (const auto& a : config_.addresses) {
+      send_arp(1, wire::MacAddr::broadcast(), {}, a.addr, a.addr);
+      ++counters_.arp_announcements_sent;
+    }
+    --announcements_left_;
+    announced_once_ = true;
+    next_announcement_ = now + config_.arp.announce_interval;
+  }
+  flush_tx(now);
+}
+
+Nanos Interface::next_deadline() const noexcept {
+  Nanos next = std::min(arp_.next_deadline(), reasm_.next_deadline());
+  if (announcements_left_ > 0) next = std::min(next, announced_once_ ? next_announcement_ : Nanos{0});
+  return next;
+}
+
+// ---------------------------------------------------------------------------
+// Receive
+
+void Interface::handle_frame(const link::Frame& f, Nanos now) {
+  const auto bytes = frame_bytes(f);
+  auto eth = wire::EthernetView::make(bytes);
+  if (!eth) {
+    counters_.drop(DropReason::EthTruncated);
+    free_frame(f);
+    return;
+  }
+  const wire::MacAddr dst = eth->dst();
+  const bool link_broadcast = dst.is_multicast();  // broadcast included
+  if (!link_broadcast && dst != link_->info().mac) {
+    counters_.drop(DropReason::EthNotForUs);
+    free_frame(f);
+    return;
+  }
+  // VLANs are not configured: only untagged and priority-tagged (VID 0) frames.
+  if (eth->has_vlan() && eth->vlan()->vid != 0) {
+    counters_.drop(DropReason::EthUnknownType);
+    free_frame(f);
+    return;
+  }
+  switch (eth->ethertype()) {
+    case wire::ethertype::kArp:
+      handle_arp(eth->payload(), now);
+      break;
+    case wire::ethertype::kIpv4:
+      if (handle_ipv4(f, eth->payload(), link_broadcast, now)) return;  // taken by a handler
+      break;
+    default:
+      counters_.drop(DropReason::EthUnknownType);
+      break;
+  }
+  free_frame(f);
+}
+
+void Interface::handle_arp(std::span<const std::byte> bytes, Nanos now) {
+  auto v = wire::ArpView::make(bytes);
+  if (!v) {
+    counters_.drop(DropReason::ArpMalformed);
+    return;
+  }
+  auto r = wire::ArpRepr::parse(*v);
+  if (!r) {
+    counters_.drop(DropReason::ArpMalformed);
+    return;
+  }
+  ++counters_.rx_arp;
+  const wire::MacAddr our_mac = link_->info().mac;
+  if (r->sender_mac.is_multicast() || r->sender_ip.is_broadcast() || r->sender_ip.is_multicast() ||
+      r->sender_mac == our_mac) {
+    counters_.drop(DropReason::ArpBadSender);
+    return;
+  }
+  // RFC 5227 2.4: another host claims one of our addresses. We do not
+  // defend (no timers for that yet) but must not learn it.
+  if (is_our_address(r->sender_ip)) {
+    counters_.drop(DropReason::ArpBadSender);
+    return;
+  }
+  const bool for_us = is_our_address(r->target_ip);
+  // RFC 826 packet reception: merge the sender into an existing entry; add
+  // it only if we are the target. A probe (sender 0.0.0.0, RFC 5227 2.1.1)
+  // teaches nothing.
+  if (!r->sender_ip.is_unspecified()) {
+    ready_.clear();
+    arp_.learn(r->sender_ip, r->sender_mac, for_us, now, ready_);
+    for (const auto& f : ready_) {
+      auto fb = frame_bytes(f);
+      if (fb.size() >= kEthHeaderLen) r->sender_mac.write(fb.data());
+      queue_tx(f);
+    }
+  }
+  if (!for_us) {
+    counters_.drop(DropReason::ArpNotForUs);  // after the merge above
+    return;
+  }
+  if (r->operation == wire::ArpOperation::Request) {
+    send_arp(2, r->sender_mac, r->sender_mac, r->target_ip, r->sender_ip);
+    ++counters_.arp_replies_sent;
+  }
+}
+
+bool Interface::handle_ipv4(const link::Frame& f, std::span<const std::byte> bytes, bool link_broadcast,
+                            Nanos now) {
+  auto v = wire::Ipv4View::make(bytes);
+  if (!v) {
+    counters_.drop(v.error() == wire::ParseError::Truncated ? DropReason::IpTruncated
+                                                            : DropReason::IpBadHeader);
+    return false;
+  }
+  const bool verified = (f.flags & link::FrameFlag::kChecksumsVerified) != 0 ||
+                        (link_->info().offloads & link::Offload::kNoChecksums) != 0;
+  if (!verified && !v->checksum_ok()) {
+    counters_.drop(DropReason::IpBadChecksum);
+    return false;
+  }
+  const wire::Ipv4Addr src = v->src();
+  const wire::Ipv4Addr dst = v->dst();
+  // RFC 1122 3.2.1.3: a source that is not one host is discarded.
+  if (src.is_broadcast() || src.is_multicast() || is_directed_broadcast(src)) {
+    counters_.drop(DropReason::IpBadSource);
+    return false;
+  }
+  const bool ip_broadcast = dst.is_broadcast() || is_directed_broadcast(dst);
+  if (!ip_broadcast && !is_our_address(dst)) {
+    counters_.drop(dst.is_multicast() ? DropReason::IpMulticastNotJoined : DropReason::IpNotForUs);
+    return false;
+  }
+  ++counters_.rx_ipv4;
+  // RFC 1122 3.2.1.7: a host does not check TTL on what it receives (only
+  // a forwarding router does); we never forward.
+
+  InboundDatagram d;
+  d.ip.src = src;
+  d.ip.dst = dst;
+  d.ip.protocol = v->protocol();
+  d.ip.link_broadcast = link_broadcast;
+  d.ip.ip_broadcast = ip_broadcast;
+
+  if (v->is_fragment()) {
+    auto done = reasm_.add(*v, now);
+    if (!done) return false;
+    d.ip.ttl = done->ttl;
+    d.ip.dscp = done->dscp;
+    d.ip.ecn = done->ecn;
+    d.ip.ident = done->key.ident;
+    d.ip.reassembled = true;
+    // The upper-layer checksum covers bytes from several frames: only a
+    // link that guarantees intact frames lets it be skipped.
+    d.ip.checksums_verified = (link_->info().offloads & link::Offload::kNoChecksums) != 0;
+    d.payload = done->payload;
+    d.quote = done->first.span();
+    deliver(d, now);
+    return false;
+  }
+  d.ip.ttl = v->ttl();
+  d.ip.dscp = v->dscp();
+  d.ip.ecn = v->ecn();
+  d.ip.ident = v->ident();
+  d.ip.checksums_verified = verified;
+  d.payload = v->payload();
+  d.quote = v->bytes().first(std::min(v->bytes().size(), v->header_len() + 8));
+  d.frame_ = f;
+  deliver(d, now);
+  return !d.frame_.has_value();
+}
+
+void Interface::deliver(InboundDatagram& d, Nanos now) {
+  if (d.ip.protocol == wire::ip_protocol::kIcmp) {
+    handle_icmp(d, now);
+    return;
+  }
+  auto& h = handlers_[d.ip.protocol];
+  if (!h) {
+    counters_.drop(DropReason::IpUnknownProtocol);
+    // RFC 1122 3.2.2.1: protocol unreachable (code 2).
+    send_icmp_error(d, 3, 2, now);
+    return;
+  }
+  ++counters_.rx_delivered;
+  h(d, now);
+}
+
+std::error_code Interface::set_protocol_handler(std::uint8_t protocol, ProtocolHandler handler) {
+  if (protocol == wire::ip_protocol::kIcmp) return err(std::errc::invalid_argument);
+  handlers_[protocol] = std::move(handler);
+  return {};
+}
+
+void Interface::set_error_handler(std::uint8_t protocol, ErrorHandler handler) {
+  error_handlers_[protocol] = std::move(handler);
+}
+
+// ---------------------------------------------------------------------------
+// Send
+
+std::error_code Interface::send(wire::Ipv4Addr dst, std::uint8_t protocol, std::span<const std::byte> payload,
+                                const SendOptions& options, Nanos now) {
+  std::error_code ec = output(options.source, dst, protocol, payload, options, now);
+  if (!flush_tx(now) && !ec) ec = err(std::errc::no_buffer_space);
+  return ec;
+}
+
+std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::uint8_t protocol,
+                                  std::span<const std::byte> payload, const SendOptions& options, Nanos now) {
+  if (payload.size() > 0xffff - kIpHeaderLen) {
+    counters_.drop(DropReason::TooBig);
+    return err(std::errc::message_size);
+  }
+  const bool broadcast = dst.is_broadcast() || is_directed_broadcast(dst);
+  wire::Ipv4Addr next_hop = dst;
+  if (dst.is_broadcast()) {
+    if (src.is_unspecified()) src = config_.addresses.front().addr;
+  } else {
+    auto hop = dst.is_multicast() ? std::nullopt : routes_.lookup(dst);
+    if (!hop) {
+      counters_.drop(DropReason::NoRoute);
+      return err(std::errc::network_unreachable);
+    }
+    next_hop = hop->next_hop;
+    if (src.is_unspecified()) src = hop->source;
+  }
+  const std::size_t one_frame = mtu_ - kIpHeaderLen;
+  if (payload.size() > one_frame && options.dont_frag) {
+    counters_.drop(DropReason::TooBig);
+    return err(std::errc::message_size);
+  }
+  // RFC 791 3.2: fragments carry multiples of 8 bytes, MF on all but the last.
+  const std::size_t per_frag = payload.size() <= one_frame ? payload.size() : (one_frame & ~std::size_t{7});
+  const auto mode = tx_checksum_mode();
+  const std::uint16_t ident = next_ident_++;
+
+  frags_.clear();
+  std::size_t off = 0;
+  do {
+    const std::size_t len = std::min(per_frag, payload.size() - off);
+    auto f = alloc_frame();
+    if (!f) {
+      for (const auto& g : frags_) free_frame(g);
+      frags_.clear();
+      return err(std::errc::no_buffer_space);
+    }
+    auto buf = pool_->buffer(f->buffer);
+    wire::EthernetRepr eth{{}, link_->info().mac, wire::ethertype::kIpv4, std::nullopt};
+    (void)eth.emit(buf);
+    wire::Ipv4Repr ip;
+    ip.src = src;
+    ip.dst = dst;
+    ip.protocol = protocol;
+    ip.ttl = options.ttl != 0 ? options.ttl : config_.default_ttl;
+    ip.dscp = options.dscp & 0x3f;
+    ip.ecn = options.ecn & 0x03;
+    ip.ident = ident;
+    ip.dont_frag = options.dont_frag;
+    ip.more_frags = off + len < payload.size();
+    ip.frag_offset_bytes = static_cast<std::uint16_t>(off);
+    ip.payload_len = static_cast<std::uint16_t>(len);
+    (void)ip.emit(buf.subspan(kEthHeaderLen), mode);
+    if (len != 0) std::memcpy(buf.data() + kHeadroom, payload.data() + off, len);
+    f->length = static_cast<std::uint32_t>(kHeadroom + len);
+    if (mode == wire::ChecksumMode::Ignore) f->flags = link::FrameFlag::kChecksumsVerified;
+    frags_.push_back(*f);
+    off += len;
+  } while (off < payload.size());
+
+  ++counters_.tx_datagrams;
+  if (frags_.size() > 1) counters_.tx_fragments += frags_.size();
+  std::error_code first_error;
+  for (const auto& f : frags_) {
+    auto ec = to_link(f, next_hop, broadcast, src, now);
+    if (ec && !first_error) first_error = ec;
+  }
+  frags_.clear();
+  return first_error;
+}
+
+std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop, bool broadcast,
+                                   wire::Ipv4Addr src, Nanos now) {
+  auto bytes = frame_bytes(f);
+  if (broadcast) {
+    wire::MacAddr::broadcast().write(bytes.data());
+    queue_tx(f);
+    return {};
+  }
+  auto res = arp_.resolve(next_hop, f, now);
+  if (res.send_request) {
+    const wire::Ipv4Addr sender = is_our_address(src) ? src : config_.addresses.front().addr;
+    send_arp(1, wire::MacAddr::broadcast(), {}, sender, next_hop);
+    ++counters_.arp_requests_sent;
+  }
+  switch (res.kind) {
+    case ArpCache::Resolution::Kind::Send:
+      res.mac.write(bytes.data());
+      queue_tx(f);
+      return {};
+    case ArpCache::Resolution::Kind::Queued:
+      return {};
+    case ArpCache::Resolution::Kind::Dropped:
+      break;
+  }
+  return arp_.state(next_hop) == ArpState::Failed ? err(std::errc::host_unreachable)
+                                                  : err(std::errc::no_buffer_space);
+}
+
+void Interface::send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac,
+                         wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip) {
+  auto f = alloc_frame();
+  if (!f) return;
+  auto buf = pool_->buffer(f->buffer);
+  const wire::MacAddr our_mac = link_->info().mac;
+  wire::EthernetRepr eth{eth_dst, our_mac, wire::ethertype::kArp, std::nullopt};
+  (void)eth.emit(buf);
+  wire::ArpRepr arp{static_cast<wire::ArpOperation>(op), our_mac, sender_ip, target_mac, target_ip};
+  (void)arp.emit(buf.subspan(kEthHeaderLen));
+  f->length = static_cast<std::uint32_t>(kEthHeaderLen + wire::ArpView::kLen);
+  queue_tx(*f);
+}
+
+}  // namespace usnet::net
