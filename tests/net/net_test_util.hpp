@@ -78,8 +78,9 @@ class TestPool {
   std::optional<mem::PacketPool> pool_;
 };
 
-inline link::LinkInfo link_info(MacAddr mac, std::uint32_t mtu = 1500) {
+inline link::LinkInfo link_info(MacAddr mac, std::uint32_t mtu = 1500, std::uint32_t offloads = 0) {
   link::LinkInfo i;
+  i.offloads = offloads;
   i.name = "mem:test";
   i.mac = mac;
   i.mtu = mtu;
@@ -96,8 +97,8 @@ inline InterfaceConfig default_config(Ipv4Addr addr = kOurIp, std::uint8_t prefi
 // One interface over one MemoryLink; the test plays the peer.
 struct Host {
   explicit Host(TestPool& pool, InterfaceConfig config = default_config(), MacAddr mac = kOurMac,
-                std::uint32_t mtu = 1500)
-      : pool_(&pool), owner(pool.add_owner()), link(*pool, owner, link_info(mac, mtu)) {
+                std::uint32_t mtu = 1500, std::uint32_t offloads = 0)
+      : pool_(&pool), owner(pool.add_owner()), link(*pool, owner, link_info(mac, mtu, offloads)) {
     auto i = Interface::create(link, *pool, owner, config);
     EXPECT_TRUE(i);
     iface = std::move(*i);
