@@ -174,6 +174,7 @@ bool Interface::send_icmp_error(const InboundDatagram& about, std::uint8_t type,
   if (about.ip.link_broadcast || about.ip.ip_broadcast) return false;
   if (!icmp_error_allowed(about.ip.src, about.quote)) return false;
   const bool sent = send_icmp_error_to(about.ip.src, about.ip.dst, type, code, about.quote, now);
+  flush_tx(now);
   return sent;
 }
 
