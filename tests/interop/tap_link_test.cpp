@@ -51,7 +51,7 @@ class PoolHarness {
   static constexpr std::size_t kSegment = 64 * 1024;
   static constexpr std::uint32_t kSegments = 16;
 
-  PoolHarness() {
+  explicit PoolHarness(std::uint32_t ceiling = 256) {
     void* m =
         ::mmap(nullptr, kSegment * kSegments, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     EXPECT_NE(m, MAP_FAILED);
@@ -60,7 +60,7 @@ class PoolHarness {
                                      {memory_, kSegment * kSegments});
     EXPECT_TRUE(p);
     pool_.emplace(std::move(*p));
-    owner_ = *pool_->add_owner({0, 256});
+    owner_ = *pool_->add_owner({0, ceiling});
   }
   ~PoolHarness() {
     pool_.reset();
@@ -253,6 +253,90 @@ void expect_kernel_counts_mtu_frame(Link& link, PoolHarness& h, const PeerNamesp
   receive_until(link, h, std::chrono::milliseconds(50), [](auto) { return false; });
 }
 
+// The pool refuses (the owner's ceiling is one buffer, held here): the
+// kernel's ARP reply must wait (in the TAP's queue, or in the AF_PACKET
+// ring), be counted as rx_no_buffer, and arrive once a buffer is free.
+// `h` must have been made with a ceiling of 1.
+void expect_frame_waits_for_a_buffer(Link& link, PoolHarness& h) {
+  ASSERT_TRUE(send(link, h,
+                   arp_frame(wire::ArpOperation::Request, wire::MacAddr::broadcast(), link.info().mac,
+                             kUsnetIp, wire::MacAddr{}, kPeerIp)));
+  auto held = h.pool().alloc(h.owner());
+  ASSERT_TRUE(held);
+  ASSERT_FALSE(h.pool().alloc(h.owner())) << "the owner should be at its ceiling";
+  pollfd p{link.wait_fd(), POLLIN, 0};
+  if (::poll(&p, 1, 3000) != 1) {
+    (void)h.pool().free(h.owner(), *held);
+    FAIL() << "nothing from the kernel within 3 s";
+  }
+  Frame out[8];
+  EXPECT_EQ(link.rx_burst(out, now()), 0u);
+  EXPECT_GE(link.counters().rx_no_buffer, 1u);
+  EXPECT_EQ(link.counters().rx_frames, 0u);
+  ASSERT_FALSE(h.pool().free(h.owner(), *held));
+  const bool got = receive_until(link, h, std::chrono::seconds(3), [](std::span<const std::byte> f) {
+    auto a = as_arp(f);
+    return a && a->operation == wire::ArpOperation::Reply && a->sender_ip == kPeerIp;
+  });
+  EXPECT_TRUE(got) << "the ARP reply left waiting never arrived";
+  EXPECT_EQ(h.pool().in_use(), 0u);
+}
+
+// No answer: the wait ends at its deadline, it does not hang.
+void expect_silence_is_bounded(Link& link, PoolHarness& h) {
+  const wire::Ipv4Addr nobody = wire::Ipv4Addr::from_octets(198, 18, 0, 3);
+  ASSERT_TRUE(send(link, h,
+                   arp_frame(wire::ArpOperation::Request, wire::MacAddr::broadcast(), link.info().mac,
+                             kUsnetIp, wire::MacAddr{}, nobody)));
+  const auto start = Clock::now();
+  const bool got = receive_until(link, h, std::chrono::milliseconds(500), [&](std::span<const std::byte> f) {
+    auto a = as_arp(f);
+    return a && a->operation == wire::ArpOperation::Reply && a->sender_ip == nobody;
+  });
+  const auto took = Clock::now() - start;
+  EXPECT_FALSE(got);
+  EXPECT_GE(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::milliseconds(1500));
+}
+
+// IEEE 802.1Q: a tagged frame from the kernel's side reaches usnet with its
+// tag in the frame. On veth the kernel takes the tag out of the frame before
+// packet sockets see it (skb_vlan_untag), so this checks that the link puts
+// it back. The sender is scapy on a raw socket in the namespace: this
+// kernel may have no 802.1Q module for a VLAN interface.
+void expect_vlan_tag_arrives(Link& link, PoolHarness& h, const PeerNamespace& ns) {
+  ASSERT_EQ(test::interop_blocker({"/usr/bin/python3"}), "");
+  const wire::MacAddr mac = link.info().mac;
+  const std::string cmd =
+      "/usr/bin/python3 -c \"from scapy.all import Ether, Dot1Q, ARP, sendp; sendp(Ether(dst='" +
+      mac.to_string() + "')/Dot1Q(vlan=5, prio=3)/ARP(op=1, psrc='198.18.1.2', pdst='198.18.1.1'), iface='" +
+      ns.peer_if() + "', verbose=0)\"";
+  auto sender = std::async(std::launch::async, [&ns, cmd] { return ns.exec(cmd, 20); });
+  std::optional<wire::VlanTag> tag;
+  auto handle = [&](std::span<const std::byte> f) {
+    auto e = wire::EthernetView::make(f);
+    if (!e || e->ethertype() != wire::ethertype::kArp || e->dst() != mac) return false;
+    auto v = wire::ArpView::make(e->payload());
+    if (!v || v->sender_ip() != wire::Ipv4Addr::from_octets(198, 18, 1, 2)) return false;
+    tag = e->vlan();
+    return true;
+  };
+  // Until the frame arrives, or a last look once the sender has finished
+  // (scapy takes a second or two to start); 20 s at most.
+  bool got = false;
+  for (int i = 0; i < 100 && !got; ++i) {
+    const bool sender_done = sender.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    got = receive_until(link, h, std::chrono::milliseconds(200), handle);
+    if (sender_done) break;
+  }
+  const test::CmdResult r = sender.get();
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(got) << "the tagged frame never arrived";
+  ASSERT_TRUE(tag.has_value()) << "the frame lost its VLAN tag";
+  EXPECT_EQ(tag->vid, 5);
+  EXPECT_EQ(tag->pcp, 3);
+}
+
 bool namespace_exists(const std::string& name) {
   return test::sh("ip netns list | grep -qw " + name).status == 0;
 }
@@ -313,6 +397,28 @@ TEST_F(TapLinkTest, InfoDescribesTheLink) {
   EXPECT_EQ(link_->info().offloads, 0u);
   EXPECT_GE(link_->wait_fd(), 0);
   expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic
+}
+
+TEST_F(TapLinkTest, VlanTagArrives) {
+  expect_vlan_tag_arrives(*link_, h_, *ns_);
+  expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic both ways
+}
+
+TEST_F(TapLinkTest, SilenceEndsAtTheDeadline) {
+  expect_silence_is_bounded(*link_, h_);
+  expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic
+}
+
+TEST(TapLinkPool, FrameWaitsInTheKernelWhenThePoolRefuses) {
+  ASSERT_EQ(test::interop_blocker(), "");
+  PoolHarness h(1);
+  auto l = TapLink::open(TapOptions{tap_name(), {}}, h.pool(), h.owner());
+  ASSERT_TRUE(l) << l.error().message;
+  std::unique_ptr<TapLink> link = std::move(*l);
+  auto ns = PeerNamespace::with_tap(link->device());
+  ASSERT_TRUE(ns) << ns.error();
+  expect_frame_waits_for_a_buffer(*link, h);
+  link.reset();  // before the namespace goes
 }
 
 // Errors a user can act on.
