@@ -17,6 +17,10 @@
 #include <utility>
 
 #include "usnet/util/bytes.hpp"
+#include "usnet/wire/checksum.hpp"
+#include "usnet/wire/ethernet.hpp"
+#include "usnet/wire/ipv4.hpp"
+#include "usnet/wire/ipv6.hpp"
 
 namespace usnet::link {
 
@@ -57,6 +61,50 @@ T read_at(const std::byte* p) noexcept {
 
 std::atomic_ref<std::uint32_t> block_status(std::byte* block) noexcept {
   return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(block + kBlockStatusOff));
+}
+
+// A frame the kernel sent with CHECKSUM_PARTIAL (TP_STATUS_CSUMNOTREADY)
+// carries in its TCP or UDP checksum field only the folded pseudo-header
+// sum, the value a device starts from. Finishes it as the device would:
+// the sum over the transport segment (field included), complemented, so the
+// frame the stack, a pcap file or a forwarder sees is a correct one. IPv4
+// (not fragments) and IPv6 without extension headers; anything else is left
+// as it is (and still flagged as verified: it never crossed a wire).
+void finish_partial_checksum(std::span<std::byte> frame) noexcept {
+  auto eth = wire::EthernetView::make(frame);
+  if (!eth) return;
+  const std::size_t l3 = eth->header_len();
+  std::size_t l4 = 0;
+  std::size_t l4_len = 0;
+  std::uint8_t proto = 0;
+  if (eth->ethertype() == wire::ethertype::kIpv4) {
+    auto ip = wire::Ipv4View::make(eth->payload());
+    if (!ip || ip->is_fragment()) return;
+    l4 = l3 + ip->header_len();
+    l4_len = ip->total_len() - ip->header_len();
+    proto = ip->protocol();
+  } else if (eth->ethertype() == wire::ethertype::kIpv6) {
+    auto ip = wire::Ipv6View::make(eth->payload());
+    if (!ip) return;
+    l4 = l3 + wire::Ipv6View::kHeaderLen;
+    l4_len = ip->payload_len();
+    proto = ip->next_header();
+  } else {
+    return;
+  }
+  std::size_t field = 0;
+  if (proto == wire::ip_protocol::kTcp) {
+    field = 16;  // RFC 9293 3.1
+  } else if (proto == wire::ip_protocol::kUdp) {
+    field = 6;  // RFC 768
+  } else {
+    return;
+  }
+  if (l4 + l4_len > frame.size() || field + 2 > l4_len) return;
+  const std::span<std::byte> segment = frame.subspan(l4, l4_len);
+  std::uint16_t sum = wire::internet_checksum(segment);
+  if (proto == wire::ip_protocol::kUdp && sum == 0) sum = 0xffff;  // RFC 768: zero means "none"
+  store_be16(segment.data() + field, sum);
 }
 
 }  // namespace
@@ -257,6 +305,7 @@ std::size_t AfPacketLink::rx_burst(std::span<Frame> out, Nanos /*now*/) {
         std::memcpy(dst, src, hdr.tp_snaplen);
       }
       std::uint16_t flags = 0;
+      if ((hdr.tp_status & TP_STATUS_CSUMNOTREADY) != 0) finish_partial_checksum({dst, len});
       if ((hdr.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) != 0) {
         flags |= FrameFlag::kChecksumsVerified;
       }

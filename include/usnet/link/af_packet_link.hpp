@@ -33,10 +33,11 @@
 //     put back, so the stack sees the frame as it was on the wire.
 //   - A frame the kernel sent with its checksum left to the device
 //     (TP_STATUS_CSUMNOTREADY: traffic from the same host, e.g. over veth)
-//     holds only the pseudo-header sum in its TCP/UDP checksum field; it is
-//     intact (it never crossed a wire), so it is marked
-//     FrameFlag::kChecksumsVerified, as are frames the device verified
-//     (TP_STATUS_CSUM_VALID). The stack must honour that flag.
+//     holds only the pseudo-header sum in its TCP/UDP checksum field. The
+//     link finishes that checksum as the device would have (IPv4, and IPv6
+//     without extension headers), so every consumer sees a correct frame,
+//     and marks it FrameFlag::kChecksumsVerified: it never crossed a wire.
+//     Frames the device verified (TP_STATUS_CSUM_VALID) are marked too.
 //   - A frame longer than a pool buffer or cut short by the ring is dropped
 //     (rx_too_long). When the pool refuses a buffer the frame stays in the
 //     ring (the kernel drops new frames once every block is full),
