@@ -338,6 +338,62 @@ void expect_vlan_tag_arrives(Link& link, PoolHarness& h, const PeerNamespace& ns
   EXPECT_EQ(tag->pcp, 3);
 }
 
+// A UDP datagram from a kernel socket (socat) reaches usnet with a checksum
+// that verifies, though the kernel may have left it to the device (veth
+// offloads it: AF_PACKET sees TP_STATUS_CSUMNOTREADY and the link finishes
+// it). usnet answers the kernel's ARP request first.
+void expect_kernel_udp_checksum_verifies(Link& link, PoolHarness& h, const PeerNamespace& ns) {
+  ASSERT_EQ(test::interop_blocker({"socat"}), "");
+  const wire::MacAddr mac = link.info().mac;
+  auto sender = std::async(std::launch::async, [&ns] {
+    return ns.exec("printf 'usnet link udp check' | socat -u - UDP-SENDTO:198.18.0.1:7,sourceport=5555", 10);
+  });
+  std::string payload;
+  std::optional<wire::ParseError> udp_error;
+  std::uint16_t flags = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  Frame frames[32];
+  bool got = false;
+  while (!got && Clock::now() < deadline) {
+    const std::size_t n = link.rx_burst(frames, now());
+    for (std::size_t i = 0; i < n; ++i) {
+      auto f = h.pool().buffer(frames[i].buffer).subspan(frames[i].offset, frames[i].length);
+      auto eth = wire::EthernetView::make(f);
+      if (auto a = as_arp(f); a && a->operation == wire::ArpOperation::Request && a->target_ip == kUsnetIp) {
+        EXPECT_TRUE(send(
+            link, h,
+            arp_frame(wire::ArpOperation::Reply, a->sender_mac, mac, kUsnetIp, a->sender_mac, a->sender_ip)));
+      } else if (!got && eth && eth->ethertype() == wire::ethertype::kIpv4) {
+        auto ip = wire::Ipv4View::make(eth->payload());
+        if (ip && ip->protocol() == wire::ip_protocol::kUdp && ip->dst() == kUsnetIp) {
+          auto udp = wire::UdpView::make(ip->payload());
+          if (udp && udp->dst_port() == 7) {
+            got = true;
+            flags = frames[i].flags;
+            auto r = wire::UdpRepr::parse(*udp, wire::PseudoHeader::v4(ip->src(), ip->dst()));
+            if (!r) udp_error = r.error();
+            payload.assign(reinterpret_cast<const char*>(udp->payload().data()), udp->payload().size());
+          }
+        }
+      }
+      EXPECT_FALSE(h.pool().free(h.owner(), frames[i].buffer));
+    }
+    if (n == 0) {
+      pollfd p{link.wait_fd(), POLLIN, 0};
+      ::poll(&p, 1, 1);
+    }
+  }
+  const test::CmdResult r = sender.get();
+  EXPECT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(got) << "no UDP datagram from the kernel within 5 s";
+  EXPECT_EQ(payload, "usnet link udp check");
+  // veth leaves the checksum to the "device": the link finished it and says
+  // it is sound.
+  EXPECT_NE(flags & FrameFlag::kChecksumsVerified, 0);
+  EXPECT_FALSE(udp_error.has_value())
+      << "UDP checksum: " << wire::to_string(*udp_error) << " (frame flags " << flags << ")";
+}
+
 bool namespace_exists(const std::string& name) {
   return test::sh("ip netns list | grep -qw " + name).status == 0;
 }
@@ -437,6 +493,8 @@ TEST_F(AfPacketLinkTest, VlanTagArrives) {
   expect_vlan_tag_arrives(*link_, h_, *ns_);
   expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic both ways
 }
+
+TEST_F(AfPacketLinkTest, KernelUdpChecksumVerifies) { expect_kernel_udp_checksum_verifies(*link_, h_, *ns_); }
 
 TEST_F(AfPacketLinkTest, SilenceEndsAtTheDeadline) {
   expect_silence_is_bounded(*link_, h_);
