@@ -60,7 +60,11 @@ T read_at(const std::byte* p) noexcept {
 }
 
 std::atomic_ref<std::uint32_t> block_status(std::byte* block) noexcept {
-  return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(block + kBlockStatusOff));
+  // The kernel's ABI puts a 32-bit status word here (4-byte aligned in a
+  // page-aligned block) that both sides read and write in place.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
+  auto* word = reinterpret_cast<std::uint32_t*>(block + kBlockStatusOff);
+  return std::atomic_ref<std::uint32_t>(*word);
 }
 
 // A frame the kernel sent with CHECKSUM_PARTIAL (TP_STATUS_CSUMNOTREADY)
@@ -200,7 +204,10 @@ Expected<std::unique_ptr<AfPacketLink>, LinkError> AfPacketLink::open(const AfPa
   sll.sll_family = AF_PACKET;
   sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = static_cast<int>(ifindex);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&sll), sizeof sll) != 0) {
+  // The sockets API takes every address family through sockaddr*.
+  if (::bind(fd,
+             reinterpret_cast<const sockaddr*>(&sll),  // NOLINT(cppcoreguidelines-pro-type-reinterpret-cast)
+             sizeof sll) != 0) {
     return fail("cannot bind to interface '" + name + "'", ring, ring_len);
   }
   if (options.promiscuous) {
@@ -313,12 +320,10 @@ std::size_t AfPacketLink::rx_burst(std::span<Frame> out, Nanos /*now*/) {
       ++counters_.rx_frames;
       counters_.rx_bytes += len;
     }
-    // Next frame in the block, or the block back to the kernel.
+    // Next frame in the block, or the block back to the kernel (also when
+    // the kernel says there are more frames but gives no offset to them).
     --pkts_left_;
-    if (pkts_left_ == 0) {
-      release_block();
-      ++blocks_done;
-    } else if (hdr.tp_next_offset == 0) {
+    if (pkts_left_ == 0 || hdr.tp_next_offset == 0) {
       release_block();
       ++blocks_done;
     } else {
