@@ -92,6 +92,14 @@ bool Interface::flush_tx(Nanos now) {
   return all;
 }
 
+std::optional<wire::Ipv4Addr> Interface::source_for(wire::Ipv4Addr dst) const noexcept {
+  if (dst.is_broadcast()) return config_.addresses.front().addr;
+  if (dst.is_multicast()) return std::nullopt;
+  auto hop = routes_.lookup(dst);
+  if (!hop) return std::nullopt;
+  return hop->source;
+}
+
 bool Interface::is_our_address(wire::Ipv4Addr a) const noexcept {
   return std::any_of(config_.addresses.begin(), config_.addresses.end(),
                      [a](const InterfaceAddress& x) { return x.addr == a; });
@@ -156,7 +164,7 @@ void Interface::poll(Nanos now) {
 }
 
 Nanos Interface::next_deadline() const noexcept {
-  Nanos next = std::min(arp_.next_deadline(), reasm_.next_deadline());
+  Nanos next = std::min({arp_.next_deadline(), reasm_.next_deadline(), link_->next_deadline()});
   if (announcements_left_ > 0) next = std::min(next, announced_once_ ? next_announcement_ : Nanos{0});
   return next;
 }
@@ -262,8 +270,9 @@ bool Interface::handle_ipv4(const link::Frame& f, std::span<const std::byte> byt
   }
   const wire::Ipv4Addr src = v->src();
   const wire::Ipv4Addr dst = v->dst();
-  // RFC 1122 3.2.1.3: a source that is not one host is discarded.
-  if (src.is_broadcast() || src.is_multicast() || is_directed_broadcast(src)) {
+  // RFC 1122 3.2.1.3: a source that is not one host is discarded; so is
+  // one of our own addresses coming in from the link (spoofed: "martian").
+  if (src.is_broadcast() || src.is_multicast() || is_directed_broadcast(src) || is_our_address(src)) {
     counters_.drop(DropReason::IpBadSource);
     return false;
   }

@@ -103,6 +103,10 @@ TEST(Ipv4Input, EachCheckCountsItsReason) {
   bcast_src.src = Ipv4Addr::from_octets(255, 255, 255, 255);
   h.link.inject_rx(ip_frame(bcast_src, pattern(20)));
 
+  IpParams own_src;  // our own address coming in: spoofed
+  own_src.src = kOurIp;
+  h.link.inject_rx(ip_frame(own_src, pattern(20)));
+
   IpParams wrong_mac;
   wrong_mac.eth_dst = MacAddr{{0x02, 0, 0, 0, 0, 0x33}};
   h.link.inject_rx(ip_frame(wrong_mac, pattern(20)));
@@ -119,15 +123,15 @@ TEST(Ipv4Input, EachCheckCountsItsReason) {
   EXPECT_EQ(h.drops(DropReason::IpTruncated), 1u);
   EXPECT_EQ(h.drops(DropReason::IpBadHeader), 1u);
   EXPECT_EQ(h.drops(DropReason::IpMulticastNotJoined), 1u);
-  EXPECT_EQ(h.drops(DropReason::IpBadSource), 1u);
+  EXPECT_EQ(h.drops(DropReason::IpBadSource), 2u);
   EXPECT_EQ(h.drops(DropReason::EthNotForUs), 1u);
   EXPECT_EQ(h.drops(DropReason::EthTruncated), 1u);
   EXPECT_EQ(h.drops(DropReason::EthUnknownType), 1u);
-  EXPECT_EQ(h->counters().dropped_total(), 9u);
+  EXPECT_EQ(h->counters().dropped_total(), 10u);
   EXPECT_TRUE(h.sent().empty());  // no ICMP about any of these
   const auto text = h->format_counters();
   EXPECT_NE(text.find("1 dropped: ip bad checksum"), std::string::npos) << text;
-  EXPECT_NE(text.find("9 frames received"), std::string::npos) << text;
+  EXPECT_NE(text.find("10 frames received"), std::string::npos) << text;
 }
 
 // A link between two usnet stacks (Offload::kNoChecksums) promises intact
@@ -310,6 +314,45 @@ TEST(Ipv4Output, FragmentsAn8000ByteDatagramAndReassemblesItInAnyOrder) {
     EXPECT_EQ(b->reassembler().memory_used(), 0u);
     EXPECT_EQ(b->counters().reassembled, 1u);
   }
+}
+
+// The largest datagram waits behind ARP whole: 45 fragments fit the queue.
+TEST(Ipv4Output, LargestDatagramQueuedWhileResolving) {
+  TestPool pool;
+  Host a(pool);
+  std::vector<Received> got;
+  const auto payload = pattern(65515, 5);
+  ASSERT_FALSE(a->send(kPeerIp, 17, payload, {}, a.now));
+  EXPECT_EQ(a->arp().queued_total(), 45u);
+  EXPECT_EQ(a.sent().size(), 1u);  // the ARP request
+  a.link.inject_rx(arp_frame(wire::ArpOperation::Reply, kPeerMac, kPeerIp, kOurMac, kOurIp, kOurMac));
+  a.poll();
+  auto frags = a.sent();
+  ASSERT_EQ(frags.size(), 45u);
+  Host b(pool);
+  record_udp(b, got);
+  for (const auto& f : frags) {
+    auto ip = wire::Ipv4View::make(wire::EthernetView::make(f)->payload());
+    IpParams p;
+    p.mf = ip->more_frags();
+    p.offset = ip->frag_offset_bytes();
+    ASSERT_TRUE(b.link.inject_rx(ip_frame(p, ip->payload())));
+    b.poll();
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload, payload);
+}
+
+TEST(Ipv4Output, SourceForFollowsTheRoutes) {
+  TestPool pool;
+  auto cfg = default_config();
+  cfg.addresses.push_back({Ipv4Addr::from_octets(198, 19, 0, 2), 24});
+  Host h(pool, cfg);
+  EXPECT_EQ(h->source_for(kPeerIp), kOurIp);
+  EXPECT_EQ(h->source_for(Ipv4Addr::from_octets(198, 19, 0, 1)), Ipv4Addr::from_octets(198, 19, 0, 2));
+  EXPECT_FALSE(h->source_for(Ipv4Addr::from_octets(203, 0, 113, 1)));
+  ASSERT_FALSE(h->routes().set_default_gateway(Ipv4Addr::from_octets(198, 19, 0, 1)));
+  EXPECT_EQ(h->source_for(Ipv4Addr::from_octets(203, 0, 113, 1)), Ipv4Addr::from_octets(198, 19, 0, 2));
 }
 
 TEST(Ipv4Output, SmallMtuFragmentsOnEightByteBoundaries) {

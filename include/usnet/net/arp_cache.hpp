@@ -58,8 +58,10 @@ struct ArpConfig {
   std::uint32_t max_probes = 3;
   Nanos failed_hold = std::chrono::seconds(20);
   std::size_t max_entries = 256;
-  std::size_t max_queue_per_entry = 8;
-  std::size_t max_queue_total = 64;
+  // 48 frames hold one 65535-byte datagram fragmented at MTU 1500 (45
+  // fragments), so a first send of a large datagram is not cut short.
+  std::size_t max_queue_per_entry = 48;
+  std::size_t max_queue_total = 128;
   // RFC 5227 2.3: ANNOUNCE_NUM announcements ANNOUNCE_INTERVAL apart at start.
   std::uint32_t announce_count = 2;
   Nanos announce_interval = std::chrono::seconds(2);

@@ -58,7 +58,8 @@ struct IcmpErrorInfo {
   std::uint16_t mtu = 0;     // destination unreachable code 4 (RFC 1191), else 0
   std::uint8_t pointer = 0;  // parameter problem
   // The quoted payload's first bytes (at most 8, RFC 792), e.g. the TCP
-  // sequence number a handler must check (RFC 5927).
+  // sequence number a handler must check (RFC 5927). Valid only during the
+  // handler call.
   std::span<const std::byte> quoted_payload;
 };
 

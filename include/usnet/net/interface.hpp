@@ -57,7 +57,11 @@ struct InterfaceConfig {
   ReassemblyConfig reassembly;
   IcmpConfig icmp;
   std::uint8_t default_ttl = 64;  // RFC 1700 / Linux default
-  std::uint16_t first_ident = 1;  // of the IPv4 identification counter (a test seeds it)
+  // First value of the IPv4 identification counter (one per datagram).
+  // RFC 7739 advises identifications an off-path attacker cannot predict
+  // (fragment injection): the caller seeds this from a random source, as
+  // the core reads none; tests use a fixed value.
+  std::uint16_t first_ident = 1;
 };
 
 // The IPv4 header of a received datagram, as an upper layer needs it.
@@ -132,7 +136,8 @@ class Interface {
   // Receives up to kMaxBurstsPerPoll bursts, then runs the timers (ARP
   // retransmits and expiry, reassembly timeouts, announcements at start).
   void poll(Nanos now);
-  // The earliest time poll() has timer work; Nanos::max() if none.
+  // The earliest time poll() has timer work (the link's own deadline
+  // included); Nanos::max() if none. Before the first poll: 0.
   Nanos next_deadline() const noexcept;
 
   // IPv4 output (RFC 791, RFC 1122 3.3). ENETUNREACH: no route; EMSGSIZE:
@@ -160,6 +165,10 @@ class Interface {
   std::error_code send_ping(wire::Ipv4Addr dst, std::uint16_t ident, std::uint16_t seq, std::size_t data_len,
                             Nanos now);
   void set_ping_handler(PingHandler handler) { ping_handler_ = std::move(handler); }
+
+  // The source address send() would use towards `dst` (for an upper
+  // layer's pseudo-header checksum); nullopt when there is no route.
+  std::optional<wire::Ipv4Addr> source_for(wire::Ipv4Addr dst) const noexcept;
 
   bool is_our_address(wire::Ipv4Addr a) const noexcept;
   const std::vector<InterfaceAddress>& addresses() const noexcept { return config_.addresses; }
