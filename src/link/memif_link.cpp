@@ -329,7 +329,7 @@ struct MemifLink::Impl {
     control = std::move(s);
     epoll_set(control.get(), true);
     state = State::kHandshake;
-    handshake_deadline = now + kHandshakeTimeout;
+    handshake_deadline = now + kClientHandshakeTimeout;
   }
 
   // Server side of the handshake. Order: INIT, then regions and rings in any
@@ -469,6 +469,10 @@ struct MemifLink::Impl {
       case mp::MsgType::kConnected: {
         if (pending.empty() || next_pending != pending.size())
           return drop(MemifDrop::kBadMessage, "early CONNECTED");
+        // A DPDK server zeroes head and tail when it takes the rings, which
+        // would withdraw the S2C buffers offered before CONNECT: offer them
+        // again, or the server drops what it has for us until our first rx.
+        refill();
         become_connected();
         return;
       }
@@ -764,9 +768,9 @@ Expected<std::unique_ptr<MemifLink>, LinkError> MemifLink::create(const MemifCon
     impl->listener = std::move(s);
     impl->epoll_set(impl->listener.get(), true);
   }
-  std::unique_ptr<MemifLink> link(new MemifLink(std::move(impl)));
-  link->poll_control(Nanos{0});
-  return link;
+  // No connection attempt here: the first call that services the control
+  // channel makes it, with that call's time for the handshake deadline.
+  return std::unique_ptr<MemifLink>(new MemifLink(std::move(impl)));
 }
 
 const LinkInfo& MemifLink::info() const noexcept { return impl_->info; }

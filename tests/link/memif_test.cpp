@@ -774,6 +774,7 @@ RawMsg hello(std::uint16_t min_version, std::uint16_t max_version) {
 TEST_F(MemifHostileTest, ClientRefusesServerWithoutCommonVersion) {
   RawServer s(dir_.sock());
   make_client();
+  client_->poll_control(kNow);  // connects
   ASSERT_TRUE(s.accept());
   s.send(hello(0x0300, 0x0300));
   client_->poll_control(kNow);
@@ -786,6 +787,7 @@ TEST_F(MemifHostileTest, ClientRefusesServerWithoutCommonVersion) {
 TEST_F(MemifHostileTest, ClientDropsServerThatMovesTailPastHead) {
   RawServer s(dir_.sock());
   make_client();
+  client_->poll_control(kNow);  // connects
   ASSERT_TRUE(s.accept());
   s.send(hello(0x0200, 0x0200));
   client_->poll_control(kNow);

@@ -105,11 +105,16 @@ struct MemifStats {
 class MemifLink final : public Link {
  public:
   static constexpr std::uint32_t kControlEvery = 64;
+  // How long a server waits for a client to finish the handshake, and a
+  // client for a server (longer: a DPDK server still initialising accepts
+  // late, and gains nothing from a client that hangs up and comes back).
   static constexpr Nanos kHandshakeTimeout = std::chrono::seconds(2);
+  static constexpr Nanos kClientHandshakeTimeout = std::chrono::seconds(10);
 
   // Server: binds and listens on the path (a stale socket file left by a
-  // dead server is replaced). Client: connects now if a server is there, and
-  // keeps retrying on later calls if not. Errors name the path and cause.
+  // dead server is replaced). Client: connects on the first rx_burst,
+  // tx_burst or poll_control, and keeps retrying on later calls while no
+  // server is there. Errors name the path and the cause.
   static Expected<std::unique_ptr<MemifLink>, LinkError> create(const MemifConfig& config,
                                                                 mem::PacketPool& pool, mem::OwnerId owner);
 
