@@ -243,6 +243,13 @@ AfPacketLink::~AfPacketLink() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+std::uint64_t AfPacketLink::rx_ring_drops() noexcept {
+  tpacket_stats_v3 st{};
+  socklen_t len = sizeof st;
+  if (::getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) ring_drops_ += st.tp_drops;
+  return ring_drops_;
+}
+
 void AfPacketLink::release_block() noexcept {
   block_status(block(cur_block_)).store(TP_STATUS_KERNEL, std::memory_order_release);
   cur_block_ = (cur_block_ + 1) % block_count_;

@@ -72,6 +72,10 @@ struct AfPacketOptions {
   // The receive ring: block_count blocks of block_size bytes (a multiple of
   // the page size, at least 2048); a block is handed over when full or
   // after block_timeout_ms with frames in it (the receive latency bound).
+  // Under sparse traffic a block may go over holding a single frame, so the
+  // ring is sure to hold only block_count frames: a caller that reads less
+  // often than every block_count * block_timeout_ms can lose frames
+  // (rx_ring_drops()) although most of the ring is empty.
   std::uint32_t block_size = 1u << 16;
   std::uint32_t block_count = 32;
   std::uint32_t block_timeout_ms = 1;
@@ -104,6 +108,10 @@ class AfPacketLink final : public Link {
 
   // Frames skipped because the kernel marked them PACKET_OUTGOING.
   std::uint64_t rx_outgoing_ignored() const noexcept { return rx_outgoing_; }
+  // Frames the kernel dropped because every block of the ring was full. A
+  // system call (PACKET_STATISTICS, which resets the kernel's count, so the
+  // link keeps the sum): for reports, not for the data path.
+  std::uint64_t rx_ring_drops() noexcept;
 
  private:
   AfPacketLink(int fd, std::byte* ring, const AfPacketOptions& options, LinkInfo info, mem::PacketPool& pool,
@@ -124,6 +132,7 @@ class AfPacketLink final : public Link {
   mem::OwnerId owner_;
   LinkCounters counters_;
   std::uint64_t rx_outgoing_ = 0;
+  std::uint64_t ring_drops_ = 0;
 
   // Receive cursor: the block being read, and where in it.
   std::uint32_t cur_block_ = 0;
