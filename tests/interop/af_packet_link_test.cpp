@@ -513,6 +513,66 @@ TEST(AfPacketLinkPool, FrameWaitsInTheRingWhenThePoolRefuses) {
   expect_frame_waits_for_a_buffer(**l, h);
 }
 
+// A ring of one 4 KiB block, held by usnet while the pool refuses: the
+// kernel drops what does not fit and the link reports it; once a buffer is
+// free the frames in the block arrive and the ring takes new ones again.
+TEST(AfPacketLinkPool, FullRingDropsAreCounted) {
+  ASSERT_EQ(test::interop_blocker({"/usr/bin/python3"}), "");
+  PoolHarness h(1);
+  auto ns = PeerNamespace::with_veth();
+  ASSERT_TRUE(ns) << ns.error();
+  // Quiet the peer (no IPv6 router solicitations or MLD reports), so the one
+  // block holds only what this test sends.
+  ASSERT_EQ(ns->exec("sysctl -qw net.ipv6.conf." + ns->peer_if() + ".disable_ipv6=1").status, 0);
+  AfPacketOptions options;
+  options.interface = ns->usnet_if();
+  options.block_size = 4096;
+  options.block_count = 1;
+  auto l = AfPacketLink::open(options, h.pool(), h.owner());
+  ASSERT_TRUE(l) << l.error().message;
+  AfPacketLink& link = **l;
+  receive_until(link, h, std::chrono::milliseconds(100), [](auto) { return false; });
+  auto udp_burst = [&](int payload, int count) {
+    return ns->exec(
+        "/usr/bin/python3 -c \"from scapy.all import Ether, IP, UDP, Raw, sendp; sendp(Ether(dst='" +
+            link.info().mac.to_string() +
+            "')/IP(src='198.18.0.2', dst='198.18.0.1')/UDP(dport=9)/Raw(b'x' * " + std::to_string(payload) +
+            "), iface='" + ns->peer_if() + "', count=" + std::to_string(count) + ", verbose=0)\"",
+        20);
+  };
+  auto count_udp = [&](std::size_t frame_len, std::size_t want) {
+    std::size_t n = 0;
+    receive_until(link, h, std::chrono::seconds(2), [&](std::span<const std::byte> f) {
+      auto e = wire::EthernetView::make(f);
+      if (e && e->ethertype() == wire::ethertype::kIpv4 && f.size() == frame_len) ++n;
+      return n >= want;
+    });
+    return n;
+  };
+
+  auto held = h.pool().alloc(h.owner());
+  ASSERT_TRUE(held);
+  const auto r = udp_burst(1000, 20);
+  if (r.status != 0) (void)h.pool().free(h.owner(), *held);
+  ASSERT_EQ(r.status, 0) << r.output;
+  Frame out[8];
+  EXPECT_EQ(link.rx_burst(out, now()), 0u);
+  EXPECT_GE(link.counters().rx_no_buffer, 1u);
+  const std::uint64_t drops = link.rx_ring_drops();
+  EXPECT_GE(drops, 16u);  // at most four 1042-byte frames fit the block
+  EXPECT_LE(drops, 20u);
+  ASSERT_FALSE(h.pool().free(h.owner(), *held));
+  EXPECT_EQ(count_udp(1042, 20 - drops), 20 - drops);
+
+  // The ring is the kernel's again: new frames arrive. (Not necessarily all
+  // three: with one block, the block timeout can hand it over after the
+  // first frame, and the kernel drops the next ones until it is returned.)
+  const auto r2 = udp_burst(500, 3);
+  ASSERT_EQ(r2.status, 0) << r2.output;
+  EXPECT_GE(count_udp(542, 3), 1u);
+  EXPECT_EQ(h.pool().in_use(), 0u);
+}
+
 TEST(AfPacketLinkErrors, NoSuchInterface) {
   PoolHarness h;
   auto l = open_link("af_packet:nosuchif0", h.pool(), h.owner());
