@@ -493,6 +493,17 @@ TEST(TapLinkErrors, UriAndNameProblems) {
   EXPECT_EQ(multicast.error().code, std::make_error_code(std::errc::invalid_argument));
 }
 
+// A device of that name that is not a TAP (here the loopback) is refused
+// with the reason, never taken over.
+TEST(TapLinkErrors, ExistingDeviceThatIsNotATap) {
+  ASSERT_EQ(test::interop_blocker(), "");
+  PoolHarness h;
+  auto l = open_link("tap:lo", h.pool(), h.owner());
+  ASSERT_FALSE(l);
+  EXPECT_NE(l.error().message.find("tap:lo"), std::string::npos) << l.error().message;
+  EXPECT_NE(l.error().message.find("not a free TAP device"), std::string::npos) << l.error().message;
+}
+
 TEST(OpenLink, SchemesWithoutALinkHereSaySo) {
   PoolHarness h;
   for (const char* uri : {"memif:/tmp/x.sock", "af_xdp:eth0"}) {
