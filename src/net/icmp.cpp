@@ -151,8 +151,9 @@ void Interface::handle_icmp_error(const InboundDatagram& d, std::uint8_t type, s
 
 bool Interface::icmp_error_allowed(wire::Ipv4Addr src, std::span<const std::byte> quote) const noexcept {
   // RFC 1122 3.2.2: not to a source that is not one host.
+  // Class E (240/4, RFC 1122 3.2.1.3 (b)) included.
   if (src.is_unspecified() || src.is_broadcast() || src.is_multicast() || src.is_loopback() ||
-      is_directed_broadcast(src)) {
+      (src.v >> 28) == 0xf || is_directed_broadcast(src)) {
     return false;
   }
   if (quote.size() < 20) return false;

@@ -13,8 +13,14 @@
 // buffer itself (zero-copy receive) calls take_frame(), which is possible for
 // a datagram that arrived in one frame; it then owns the frame (same pool
 // owner) and must free it. Otherwise the interface frees the frame after the
-// call. A reassembled datagram lives in a heap buffer of the reassembler
-// (see reassembly.hpp): take_frame() returns nullopt and the handler copies.
+// call. The payload span points into the frame's buffer, so a handler that
+// took the frame finds the payload at payload.data() - pool.buffer(
+// frame.buffer).data(). A reassembled datagram lives in a heap buffer of the
+// reassembler (see reassembly.hpp): take_frame() returns nullopt and the
+// handler copies.
+//
+// Handlers may call send(), send_icmp_error() and send_ping(), but not
+// poll(): they run inside it.
 //
 // Not done here: IP options are accepted and skipped, never acted on (no
 // source routing, record route); no forwarding (we are a host: RFC 1122
