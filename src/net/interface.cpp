@@ -114,6 +114,18 @@ bool Interface::is_directed_broadcast(wire::Ipv4Addr a) const noexcept {
   return false;
 }
 
+std::string Interface::format_counters(bool all) const {
+  std::string out = net::format_counters(counters_, all);
+  auto line = [&out](std::size_t v, std::size_t bound, std::string_view what) {
+    out += "    " + std::to_string(v) + " " + std::string(what) + " (bound " + std::to_string(bound) + ")\n";
+  };
+  line(arp_.size(), arp_.config().max_entries, "arp entries");
+  line(arp_.queued_total(), arp_.config().max_queue_total, "frames waiting for arp");
+  line(reasm_.datagrams(), reasm_.config().max_datagrams, "datagrams in reassembly");
+  line(reasm_.memory_used(), reasm_.config().max_memory, "bytes held by reassembly");
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // Poll and timers
 

@@ -132,6 +132,7 @@ TEST(Ipv4Input, EachCheckCountsItsReason) {
   const auto text = h->format_counters();
   EXPECT_NE(text.find("1 dropped: ip bad checksum"), std::string::npos) << text;
   EXPECT_NE(text.find("10 frames received"), std::string::npos) << text;
+  EXPECT_NE(text.find("0 bytes held by reassembly (bound 4194304)"), std::string::npos) << text;
 }
 
 // A link between two usnet stacks (Offload::kNoChecksums) promises intact

@@ -182,7 +182,9 @@ class Interface {
   const ArpCache& arp() const noexcept { return arp_; }
   const Reassembler& reassembler() const noexcept { return reasm_; }
   const NetCounters& counters() const noexcept { return counters_; }
-  std::string format_counters(bool all = false) const { return net::format_counters(counters_, all); }
+  // The counters (net::format_counters) and the state a peer can grow:
+  // ARP entries and queued frames, reassembly datagrams and bytes.
+  std::string format_counters(bool all = false) const;
   std::uint32_t mtu() const noexcept { return mtu_; }
   const link::LinkInfo& link_info() const noexcept { return link_->info(); }
 
