@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -164,17 +165,7 @@ Expected<PeerNamespace, std::string> PeerNamespace::with_veth(std::string_view p
   }
   sh("sysctl -qw net.ipv6.conf." + p.usnet_if_ + ".disable_ipv6=1");
   if (auto r = sh("ip link set " + p.usnet_if_ + " up"); r.status != 0) return fail("ip link set up", r);
-  if (auto r = p.exec("ip link set lo up && ip link set " + p.peer_if_ + " up && ip addr add " +
-                      std::string(peer_cidr) + " dev " + p.peer_if_);
-      r.status != 0) {
-    return fail("configuring the peer namespace", r);
-  }
-  if (!peer_cidr6.empty()) {
-    if (auto r = p.exec("ip -6 addr add " + std::string(peer_cidr6) + " dev " + p.peer_if_ + " nodad");
-        r.status != 0) {
-      return fail("adding the peer IPv6 address", r);
-    }
-  }
+  if (auto err = p.configure_peer(peer_cidr, peer_cidr6, mtu); !err.empty()) return unexpected(err);
   return p;
 }
 
@@ -195,18 +186,23 @@ Expected<PeerNamespace, std::string> PeerNamespace::with_tap(std::string_view ta
   if (auto r = sh("ip netns add " + p.ns_); r.status != 0) return fail("ip netns add", r);
   if (auto r = sh("ip link set " + p.peer_if_ + " netns " + p.ns_); r.status != 0)
     return fail("moving the TAP", r);
-  if (auto r = p.exec("ip link set lo up && ip link set " + p.peer_if_ + " mtu " + std::to_string(mtu) +
-                      " up && ip addr add " + std::string(peer_cidr) + " dev " + p.peer_if_);
+  if (auto err = p.configure_peer(peer_cidr, peer_cidr6, mtu); !err.empty()) return unexpected(err);
+  return p;
+}
+
+std::string PeerNamespace::configure_peer(std::string_view cidr, std::string_view cidr6, int mtu) const {
+  if (auto r = exec("ip link set lo up && ip link set " + peer_if_ + " mtu " + std::to_string(mtu) +
+                    " up && ip addr add " + std::string(cidr) + " dev " + peer_if_);
       r.status != 0) {
-    return fail("configuring the peer namespace", r);
+    return "configuring the peer namespace failed (status " + std::to_string(r.status) + "): " + r.output;
   }
-  if (!peer_cidr6.empty()) {
-    if (auto r = p.exec("ip -6 addr add " + std::string(peer_cidr6) + " dev " + p.peer_if_ + " nodad");
+  if (!cidr6.empty()) {
+    if (auto r = exec("ip -6 addr add " + std::string(cidr6) + " dev " + peer_if_ + " nodad");
         r.status != 0) {
-      return fail("adding the peer IPv6 address", r);
+      return "adding the peer IPv6 address failed (status " + std::to_string(r.status) + "): " + r.output;
     }
   }
-  return p;
+  return {};
 }
 
 PeerNamespace::PeerNamespace(PeerNamespace&& other) noexcept

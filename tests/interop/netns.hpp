@@ -8,6 +8,7 @@
 // gone) are swept away when the next one starts.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,6 +63,8 @@ class PeerNamespace {
 
  private:
   PeerNamespace() = default;
+  // Brings the peer end up with its MTU and addresses; an error text or empty.
+  std::string configure_peer(std::string_view cidr, std::string_view cidr6, int mtu) const;
   std::string ns_, usnet_if_, peer_if_;
 };
 
