@@ -39,7 +39,8 @@ mem::PacketPool& pool() {
   static constexpr std::uint32_t kSegments = 4;
   static std::optional<mem::PacketPool> p;
   if (!p) {
-    void* m = ::mmap(nullptr, kSegment * kSegments, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* m =
+        ::mmap(nullptr, kSegment * kSegments, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) std::abort();
     mem::PoolConfig c;
     c.buffer_size = 2048;
@@ -98,7 +99,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::size_t i = 0;
     while (i + 3 <= size) {
       const std::uint8_t ctl = data[i];
-      const std::size_t len = std::min<std::size_t>((std::size_t{data[i + 1]} << 8) | data[i + 2], size - i - 3);
+      const std::size_t len =
+          std::min<std::size_t>((std::size_t{data[i + 1]} << 8) | data[i + 2], size - i - 3);
       const auto* body = data + i + 3;
       i += 3 + len;
       const auto step = std::int64_t{ctl & 0x1f};
