@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +19,8 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "usnet/link/memif_link.hpp"
@@ -308,6 +312,128 @@ TEST_F(MemifTest, OpenFromUri) {
   auto b = open_memif(bad, *pool_, server_owner_);
   ASSERT_FALSE(b);
   EXPECT_NE(b.error().message.find("role=master"), std::string::npos) << b.error().message;
+}
+
+// Two processes: the forked child is a client that echoes every frame back;
+// the parent serves and checks the echoes byte for byte. The child works on
+// its copy of the pool (fork copies the private memory) and exits without
+// running the test framework's teardown.
+TEST_F(MemifTest, TwoProcessesEcho) {
+  make_server(4);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 1;
+    {
+      auto c = MemifLink::create(config(MemifRole::kClient, 4), *pool_, client_owner_);
+      if (c) {
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        bool done = false;
+        while (!done && std::chrono::steady_clock::now() < deadline) {
+          std::array<Frame, 8> in{};
+          const std::size_t n = (*c)->rx_burst(in, kNow);
+          for (std::size_t k = 0; k < n; ++k) {
+            if (in[k].length == 1) done = true;  // the stop frame
+          }
+          std::size_t sent = 0;
+          while (sent < n && std::chrono::steady_clock::now() < deadline) {
+            sent += (*c)->tx_burst(std::span(in).subspan(sent, n - sent), kNow);
+          }
+        }
+        code = done ? 0 : 2;
+      }
+    }
+    ::_exit(code);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!server_->connected() && std::chrono::steady_clock::now() < deadline) {
+    server_->poll_control(kNow);
+    std::this_thread::sleep_for(50us);
+  }
+  ASSERT_TRUE(server_->connected());
+  constexpr int kCount = 500;
+  int sent = 0, received = 0;
+  while (received < kCount && std::chrono::steady_clock::now() < deadline) {
+    if (sent < kCount && sent - received < 8) {
+      Frame f = frame(server_owner_, pattern(60 + (sent * 31) % 1400, static_cast<std::uint32_t>(sent)));
+      if (server_->tx_burst({&f, 1}, kNow) == 1) {
+        ++sent;
+      } else {
+        ASSERT_FALSE(pool_->free(server_owner_, f.buffer));
+      }
+    }
+    std::array<Frame, 8> in{};
+    const std::size_t n = server_->rx_burst(in, kNow);
+    for (std::size_t k = 0; k < n; ++k) {
+      const int i = received++;
+      EXPECT_EQ(take(server_owner_, in[k]), pattern(60 + (i * 31) % 1400, static_cast<std::uint32_t>(i)));
+    }
+  }
+  EXPECT_EQ(received, kCount);
+  Frame stop = frame(server_owner_, std::vector<std::byte>(1));
+  while (server_->tx_burst({&stop, 1}, kNow) != 1 && std::chrono::steady_clock::now() < deadline) {
+  }
+  int status = 0;
+  while (::waitpid(child, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::array<Frame, 8> in{};
+    const std::size_t n = server_->rx_burst(in, kNow);  // the echoed stop frame
+    for (std::size_t k = 0; k < n; ++k) take(server_owner_, in[k]);
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, &status, 0);
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  server_->poll_control(kNow);
+  EXPECT_FALSE(server_->connected());
+  std::array<Frame, 8> in{};
+  for (std::size_t k = 0, n = server_->rx_burst(in, kNow); k < n; ++k) take(server_owner_, in[k]);
+}
+
+// Interrupt mode: wait_fd() wakes when a frame is published, and is quiet
+// again once rx_burst has drained the ring.
+TEST_F(MemifTest, InterruptModeWakesTheReceiver) {
+  MemifConfig sc = config(MemifRole::kServer);
+  sc.interrupts = true;
+  MemifConfig cc = config(MemifRole::kClient);
+  cc.interrupts = true;
+  server_ = std::move(*MemifLink::create(sc, *pool_, server_owner_));
+  client_ = std::move(*MemifLink::create(cc, *pool_, client_owner_));
+  ASSERT_TRUE(pump());
+  for (auto [from, from_owner, to, to_owner] :
+       {std::tuple{client_.get(), client_owner_, server_.get(), server_owner_},
+        std::tuple{server_.get(), server_owner_, client_.get(), client_owner_}}) {
+    ASSERT_GE(to->wait_fd(), 0);
+    pollfd p{to->wait_fd(), POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+    Frame f = frame(from_owner, pattern(80, 5));
+    ASSERT_EQ(from->tx_burst({&f, 1}, kNow), 1u);
+    EXPECT_EQ(::poll(&p, 1, 1000), 1);
+    Frame in{};
+    ASSERT_EQ(to->rx_burst({&in, 1}, kNow), 1u);
+    EXPECT_EQ(take(to_owner, in), pattern(80, 5));
+    EXPECT_EQ(to->rx_burst({&in, 1}, kNow), 0u);  // drains the eventfd
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+  }
+}
+
+// Nothing a peer does leaks a descriptor: every fd it sent is closed when it
+// is dropped, and the server's own when it goes.
+TEST_F(MemifTest, NoDescriptorLeaks) {
+  auto count_fds = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{});
+  };
+  const auto before = count_fds();
+  make_server();
+  for (int round = 0; round < 3; ++round) {
+    make_client();
+    ASSERT_TRUE(pump());
+    exchange(*client_, client_owner_, *server_, server_owner_, 10, 4, 1);
+    client_.reset();
+    server_->poll_control(kNow);
+  }
+  server_.reset();
+  EXPECT_EQ(count_fds(), before);
 }
 
 // --- hostile peers ----------------------------------------------------------
