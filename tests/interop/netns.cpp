@@ -190,6 +190,29 @@ Expected<PeerNamespace, std::string> PeerNamespace::with_tap(std::string_view ta
   return p;
 }
 
+Expected<PeerNamespace, std::string> PeerNamespace::with_persistent_tap(std::string_view peer_cidr,
+                                                                        std::string_view peer_cidr6,
+                                                                        int mtu) {
+  if (!cidr_allowed(peer_cidr) || !cidr_allowed(peer_cidr6)) {
+    return unexpected(std::string("test addresses must be in 198.18.0.0/15 or 2001:db8::/32"));
+  }
+  install_cleanup_once();
+  PeerNamespace p;
+  p.ns_ = unique_name();
+  std::string id;
+  for (char c : p.ns_.substr(5)) id += c == '-' ? 'x' : c;
+  p.peer_if_ = ("t" + id).substr(0, 15);
+  {
+    std::lock_guard lock(g_mu);
+    live_namespaces().insert(p.ns_);
+  }
+  if (auto r = sh("ip netns add " + p.ns_); r.status != 0) return fail("ip netns add", r);
+  if (auto r = p.exec("ip tuntap add mode tap name " + p.peer_if_); r.status != 0)
+    return fail("ip tuntap add", r);
+  if (auto err = p.configure_peer(peer_cidr, peer_cidr6, mtu); !err.empty()) return unexpected(err);
+  return p;
+}
+
 std::string PeerNamespace::configure_peer(std::string_view cidr, std::string_view cidr6, int mtu) const {
   if (auto r = exec("ip link set lo up && ip link set " + peer_if_ + " mtu " + std::to_string(mtu) +
                     " up && ip addr add " + std::string(cidr) + " dev " + peer_if_);

@@ -48,6 +48,12 @@ class PeerNamespace {
                                                        std::string_view peer_cidr = "198.18.0.2/24",
                                                        std::string_view peer_cidr6 = {}, int mtu = 1500);
 
+  // A persistent TAP device created inside a new namespace, with the peer
+  // address on its kernel side. usnet opens it by running inside the
+  // namespace (exec()), so the kernel side is ready before usnet starts.
+  static Expected<PeerNamespace, std::string> with_persistent_tap(
+      std::string_view peer_cidr = "198.18.0.2/24", std::string_view peer_cidr6 = {}, int mtu = 1500);
+
   PeerNamespace(PeerNamespace&& other) noexcept;
   PeerNamespace& operator=(PeerNamespace&&) = delete;
   PeerNamespace(const PeerNamespace&) = delete;

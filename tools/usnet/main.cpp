@@ -4,12 +4,15 @@
 #include <functional>
 
 #include "commands.hpp"
+#include "stack_setup.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"usnet: a user-space network stack; tools to check, measure and inspect it"};
   app.require_subcommand(1);
   std::function<int()> run;
   usnet::tool::add_selfcheck(app, run);
+  usnet::tool::add_ping(app, run);
+  usnet::tool::add_up(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,138 @@
+#include "stack_setup.hpp"
+
+#include <fmt/core.h>
+#include <poll.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include "usnet/link/pcap_tap.hpp"
+
+namespace usnet::tool {
+
+std::atomic<bool> g_stop{false};
+
+namespace {
+void on_stop_signal(int) { g_stop.store(true); }
+
+constexpr std::size_t kBufferSize = 2048;
+constexpr std::size_t kSegmentBytes = 64 * 1024;
+}  // namespace
+
+void install_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void add_stack_options(CLI::App* cmd, StackOptions& opt) {
+  cmd->add_option("-l,--link", opt.link, "Link URI: tap:NAME, af_packet:IFNAME (memif and af_xdp come later)")
+      ->required();
+  cmd->add_option("-a,--addr", opt.addr, "usnet's IPv4 address and prefix length")->capture_default_str();
+  cmd->add_option("-g,--gateway", opt.gateway, "Default gateway (on a connected network)");
+  cmd->add_option("-r,--route", opt.routes, "Static route PREFIX/LEN,GATEWAY (repeatable)");
+  cmd->add_option("--pcap", opt.pcap, "Write every frame sent and received to this pcap file");
+  cmd->add_option("--buffers", opt.buffers, "Packet buffers (2048 bytes each) in the pool")
+      ->check(CLI::Range(64u, 1u << 20))
+      ->capture_default_str();
+}
+
+std::optional<net::InterfaceAddress> parse_cidr(const std::string& s) {
+  const auto slash = s.find('/');
+  const auto addr = wire::Ipv4Addr::parse(s.substr(0, slash));
+  if (!addr) return std::nullopt;
+  if (slash == std::string::npos) return net::InterfaceAddress{*addr, 32};
+  unsigned len = 0;
+  const char* first = s.data() + slash + 1;
+  const char* last = s.data() + s.size();
+  auto [p, ec] = std::from_chars(first, last, len);
+  if (ec != std::errc{} || p != last || first == last || len > 32) return std::nullopt;
+  return net::InterfaceAddress{*addr, static_cast<std::uint8_t>(len)};
+}
+
+link::Nanos ToolStack::now() {
+  return std::chrono::duration_cast<link::Nanos>(std::chrono::steady_clock::now().time_since_epoch());
+}
+
+Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOptions& opt) {
+  std::unique_ptr<ToolStack> s(new ToolStack);
+  const auto address = parse_cidr(opt.addr);
+  if (!address)
+    return unexpected("--addr " + opt.addr + ": expected an IPv4 address and prefix, like 198.18.0.1/24");
+
+  const std::uint32_t segments = static_cast<std::uint32_t>(
+      (std::size_t{opt.buffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
+  std::vector<mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
+  auto arena = mem::Arena::create("usnet-tool", spec);
+  if (!arena) return unexpected("packet memory: " + arena.error().message());
+  s->arena_.emplace(std::move(*arena));
+  auto pool = mem::PacketPool::create({kBufferSize, kSegmentBytes, segments}, s->arena_->region("buffers"));
+  if (!pool) return unexpected("packet pool: " + pool.error().message());
+  s->pool_ = std::make_unique<mem::PacketPool>(std::move(*pool));
+  auto owner = s->pool_->add_owner({64, opt.buffers});
+  if (!owner) return unexpected("packet pool owner: " + owner.error().message());
+  s->owner_ = *owner;
+
+  auto link = link::open_link(opt.link, *s->pool_, s->owner_);
+  if (!link) return unexpected(link.error().message);
+  s->link_ = std::move(*link);
+  if (!opt.pcap.empty()) {
+    // pcap wants wall-clock times; the stack runs on the monotonic clock.
+    const auto epoch =
+        std::chrono::duration_cast<link::Nanos>(std::chrono::system_clock::now().time_since_epoch()) - now();
+    auto tap = link::PcapTap::open(std::move(s->link_), *s->pool_, opt.pcap, epoch);
+    if (!tap) return unexpected("--pcap " + opt.pcap + ": " + tap.error().message());
+    s->link_ = std::move(*tap);
+  }
+
+  net::InterfaceConfig config;
+  config.addresses.push_back(*address);
+  config.first_ident = static_cast<std::uint16_t>(now().count() ^ (now().count() >> 16));
+  auto iface = net::Interface::create(*s->link_, *s->pool_, s->owner_, config);
+  if (!iface) return unexpected("interface: " + iface.error().message());
+  s->iface_ = std::move(*iface);
+
+  if (!opt.gateway.empty()) {
+    const auto gw = wire::Ipv4Addr::parse(opt.gateway);
+    if (!gw) return unexpected("--gateway " + opt.gateway + ": not an IPv4 address");
+    if (auto ec = s->iface_->routes().set_default_gateway(*gw))
+      return unexpected("--gateway: " + ec.message());
+  }
+  for (const auto& r : opt.routes) {
+    const auto comma = r.find(',');
+    const auto prefix = parse_cidr(r.substr(0, comma));
+    const auto gw = comma == std::string::npos ? std::nullopt : wire::Ipv4Addr::parse(r.substr(comma + 1));
+    if (!prefix || !gw) return unexpected("--route " + r + ": expected PREFIX/LEN,GATEWAY");
+    if (auto ec = s->iface_->routes().add_static({prefix->addr, prefix->prefix_len}, *gw)) {
+      return unexpected("--route " + r + ": " + ec.message());
+    }
+  }
+  return s;
+}
+
+ToolStack::~ToolStack() {
+  // Interface and link give their buffers back before the pool goes.
+  iface_.reset();
+  link_.reset();
+  if (pool_) (void)pool_->remove_owner(owner_);
+}
+
+void ToolStack::run_once(link::Nanos wake_at) {
+  auto t = now();
+  iface_->poll(t);
+  t = now();
+  const link::Nanos until = std::min({iface_->next_deadline(), wake_at, t + std::chrono::milliseconds(50)});
+  if (until <= t) return;
+  const int ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(until - t).count());
+  if (const int fd = link_->wait_fd(); fd >= 0) {
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, ms);
+  } else {
+    ::poll(nullptr, 0, std::min(ms, 1));
+  }
+}
+
+}  // namespace usnet::tool

@@ -1,0 +1,68 @@
+// What every usnet tool that runs a stack needs: options to describe it
+// (link URI, address, routes, pcap), and the stack itself: a packet pool in
+// a shared-memory arena, the link, an optional pcap tap, the IPv4 interface,
+// and a loop that polls it and sleeps on the link until there is work.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "usnet/link/link.hpp"
+#include "usnet/mem/arena.hpp"
+#include "usnet/mem/pool.hpp"
+#include "usnet/net/interface.hpp"
+#include "usnet/util/expected.hpp"
+
+namespace usnet::tool {
+
+struct StackOptions {
+  std::string link;                    // URI
+  std::string addr = "198.18.0.1/24";  // address/prefix
+  std::string gateway;                 // default gateway, optional
+  std::vector<std::string> routes;     // "PREFIX/LEN,GATEWAY"
+  std::string pcap;                    // capture file, optional
+  std::uint32_t buffers = 4096;        // pool buffers of 2048 bytes
+};
+
+void add_stack_options(CLI::App* cmd, StackOptions& opt);
+
+// Set by SIGINT/SIGTERM (see install_stop_signals); loops check it.
+extern std::atomic<bool> g_stop;
+void install_stop_signals();
+
+class ToolStack {
+ public:
+  static Expected<std::unique_ptr<ToolStack>, std::string> open(const StackOptions& opt);
+  ~ToolStack();
+
+  net::Interface& iface() { return *iface_; }
+  link::Link& link() { return *link_; }
+
+  // Monotonic time for the stack (the core reads no clock of its own).
+  static link::Nanos now();
+  // Polls the interface, then sleeps on the link's fd until the interface's
+  // next deadline, `wake_at`, or at most 50 ms, whichever is first.
+  void run_once(link::Nanos wake_at);
+
+ private:
+  ToolStack() = default;
+  std::optional<mem::Arena> arena_;
+  std::unique_ptr<mem::PacketPool> pool_;
+  mem::OwnerId owner_;
+  std::unique_ptr<link::Link> link_;
+  std::unique_ptr<net::Interface> iface_;
+};
+
+// "198.18.0.1/24" -> address and prefix length.
+std::optional<net::InterfaceAddress> parse_cidr(const std::string& s);
+
+// Subcommands.
+void add_ping(CLI::App& app, std::function<int()>& run);
+void add_up(CLI::App& app, std::function<int()>& run);
+
+}  // namespace usnet::tool
