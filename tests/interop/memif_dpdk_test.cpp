@@ -67,18 +67,32 @@ class TestPmd {
   // core may be polling the same queues, and testpmd 22.11 was seen to crash
   // in that window (a ring read through an unmapped region); so links
   // connect before "start" and disconnect after "stop".
-  bool start() {
+  // `role`: that of testpmd's memif ports; `ports`: how many (one port
+  // forwards to itself).
+  bool start(const std::string& role = "server", int ports = 2) {
     std::vector<std::string> args = {// Line-buffered, so the log shows each answer as it is printed.
-                                     "stdbuf", "-oL", "dpdk-testpmd", "--no-huge", "-m", "256", "--no-pci",
-                                     "--log-level=pmd.net.memif:debug", "--file-prefix", prefix_, "-l", "0,1",
-                                     "--vdev=net_memif0,role=server,socket-abstract=no,socket=" + sock(0),
-                                     "--vdev=net_memif1,role=server,socket-abstract=no,socket=" + sock(1),
-                                     "--",
-                                     // A small mbuf pool fits in 256 MB of ordinary pages.
-                                     "-i", "--forward-mode=io", "--total-num-mbufs=4096",
-                                     // "start" prints its answer and then empties the receive queues:
-                                     // frames sent just after the answer would be thrown away.
-                                     "--no-flush-rx"};
+                                     "stdbuf",
+                                     "-oL",
+                                     "dpdk-testpmd",
+                                     "--no-huge",
+                                     "-m",
+                                     "256",
+                                     "--no-pci",
+                                     "--log-level=pmd.net.memif:debug",
+                                     "--file-prefix",
+                                     prefix_,
+                                     "-l",
+                                     "0,1"};
+    for (int p = 0; p < ports; ++p) {
+      args.push_back("--vdev=net_memif" + std::to_string(p) + ",role=" + role +
+                     ",socket-abstract=no,socket=" + sock(p));
+    }
+    args.insert(args.end(), {"--",
+                             // A small mbuf pool fits in 256 MB of ordinary pages.
+                             "-i", "--forward-mode=io", "--total-num-mbufs=4096",
+                             // "start" prints its answer and then empties the receive queues:
+                             // frames sent just after the answer would be thrown away.
+                             "--no-flush-rx"});
     const std::string logfile = dir_ + "/testpmd.log";
     int in[2];
     if (::pipe2(in, O_CLOEXEC) != 0) return false;
@@ -210,7 +224,7 @@ std::vector<std::byte> frame_bytes(int i, std::size_t len) {
 }
 
 TEST(MemifDpdk, TwoUsnetClientsThroughTestpmd) {
-  ASSERT_EQ(test::interop_blocker({"dpdk-testpmd"}), "");
+  ASSERT_EQ(test::interop_blocker({"dpdk-testpmd", "stdbuf"}), "");
   TestPmd pmd;
   ASSERT_TRUE(pmd.start()) << "dpdk-testpmd did not start:\n" << pmd.log();
 
@@ -294,6 +308,74 @@ TEST(MemifDpdk, TwoUsnetClientsThroughTestpmd) {
     EXPECT_EQ(la.counters().rx_too_long + lb.counters().rx_too_long, 0u);
     EXPECT_TRUE(pmd.command("stop", "Done.")) << pmd.log();
   }  // the links disconnect here, with testpmd no longer forwarding
+  pmd.stop();
+  EXPECT_EQ(pool->in_use(), 0u);
+}
+
+}  // namespace
+}  // namespace usnet::link
+
+namespace usnet::link {
+namespace {
+
+// The other role: a usnet memif server, and testpmd's single memif port as
+// the client (it creates the shared memory); io forwarding on one port sends
+// every frame back, so what usnet sends must come back byte-exact.
+TEST(MemifDpdk, UsnetServerDpdkClientEchoes) {
+  ASSERT_EQ(test::interop_blocker({"dpdk-testpmd", "stdbuf"}), "");
+  TestPmd pmd;
+  PrivatePool pool;
+  const auto owner = *pool->add_owner({0, 128});
+  {
+    MemifConfig c;
+    c.socket_path = pmd.sock(0);
+    c.role = MemifRole::kServer;
+    auto made = MemifLink::create(c, *pool, owner);
+    ASSERT_TRUE(made) << made.error().message;
+    MemifLink& link = **made;
+    ASSERT_TRUE(pmd.start("client", 1)) << "dpdk-testpmd did not start:\n" << pmd.log();
+    const auto connect_deadline = Clock::now() + 15s;
+    while (Clock::now() < connect_deadline && !link.connected()) {
+      link.poll_control(now());
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_TRUE(link.connected()) << link.stats().last_drop << "\n" << pmd.log();
+    EXPECT_NE(link.peer_name().find("DPDK"), std::string::npos) << link.peer_name();
+    ASSERT_TRUE(pmd.command("start", "forwards packets on 1 streams")) << pmd.log();
+
+    constexpr int kCount = 1000;
+    int sent = 0, received = 0;
+    const auto deadline = Clock::now() + 10s;
+    while (received < kCount && Clock::now() < deadline) {
+      std::vector<Frame> out;
+      for (int k = 0; k < 8 && sent + k < kCount && sent + k - received < 64; ++k) {
+        const int i = sent + k;
+        const auto bytes = frame_bytes(i, 60 + static_cast<std::size_t>(i * 53) % 1455);
+        auto buf = pool->alloc(owner);
+        ASSERT_TRUE(buf);
+        std::memcpy(pool->buffer(*buf).data(), bytes.data(), bytes.size());
+        out.push_back(Frame{*buf, static_cast<std::uint32_t>(bytes.size()), 0, 0});
+      }
+      const std::size_t took = link.tx_burst(out, now());
+      for (std::size_t k = took; k < out.size(); ++k) ASSERT_FALSE(pool->free(owner, out[k].buffer));
+      sent += static_cast<int>(took);
+      std::array<Frame, 32> in{};
+      const std::size_t n = link.rx_burst(in, now());
+      for (std::size_t k = 0; k < n; ++k) {
+        const int i = received++;
+        const auto want = frame_bytes(i, 60 + static_cast<std::size_t>(i * 53) % 1455);
+        const auto got = pool->buffer(in[k].buffer).subspan(in[k].offset, in[k].length);
+        EXPECT_TRUE(got.size() == want.size() && std::memcmp(got.data(), want.data(), want.size()) == 0)
+            << "frame " << i << " differs (length " << got.size() << ", want " << want.size() << ")";
+        ASSERT_FALSE(pool->free(owner, in[k].buffer));
+      }
+      if (n == 0) std::this_thread::sleep_for(100us);
+    }
+    EXPECT_EQ(sent, kCount);
+    EXPECT_EQ(received, kCount) << "last drop '" << link.stats().last_drop << "'\n" << pmd.log();
+    EXPECT_TRUE(link.connected()) << link.stats().last_drop;
+    EXPECT_TRUE(pmd.command("stop", "Done.")) << pmd.log();
+  }
   pmd.stop();
   EXPECT_EQ(pool->in_use(), 0u);
 }
