@@ -421,7 +421,8 @@ TEST_F(MemifTest, InterruptModeWakesTheReceiver) {
 // is dropped, and the server's own when it goes.
 TEST_F(MemifTest, NoDescriptorLeaks) {
   auto count_fds = [] {
-    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{});
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                         std::filesystem::directory_iterator{});
   };
   const auto before = count_fds();
   make_server();
@@ -831,6 +832,24 @@ TEST_F(MemifHostileTest, SilentClientTimesOut) {
   ASSERT_TRUE(pump());
 }
 
+TEST_F(MemifHostileTest, ConnectedClientKilledMidTransfer) {
+  make_server();
+  {
+    RawClient c(dir_.sock());
+    handshake(c);
+    c.set_desc(RawClient::kC2S, 0, 0, 0, 60, RawClient::kBuffers);
+    c.set_u16(RawClient::kC2S + 6, 1);
+    c.close_socket();  // as if the process died: no DISCONNECT
+  }                    // and its memory is gone from its side
+  std::array<Frame, 4> in{};
+  for (int i = 0; i < 2 * static_cast<int>(MemifLink::kControlEvery); ++i) {
+    for (std::size_t k = 0, n = server_->rx_burst(in, kNow); k < n; ++k) take(server_owner_, in[k]);
+  }
+  expect_dropped(MemifDrop::kPeerClosed);
+  make_client();
+  ASSERT_TRUE(pump());
+}
+
 TEST_F(MemifHostileTest, ClientThatVanishesMidHandshake) {
   make_server();
   {
@@ -908,6 +927,51 @@ TEST_F(MemifHostileTest, ClientRefusesServerWithoutCommonVersion) {
   EXPECT_EQ(client_->stats().drop_count(MemifDrop::kBadVersion), 1u);
   int fd;
   EXPECT_EQ(get<std::uint16_t>(s.recv(&fd), 0), kDisconnect);
+}
+
+// The usnet client ignores the offsets a server writes into S2C
+// descriptors, but must check the lengths.
+TEST_F(MemifHostileTest, ClientDropsServerWithOverlongLength) {
+  RawServer s(dir_.sock());
+  make_client();
+  client_->poll_control(kNow);
+  ASSERT_TRUE(s.accept());
+  s.send(hello(0x0200, 0x0200));
+  client_->poll_control(kNow);
+  int region_fd = -1;
+  std::uint64_t region_size = 0;
+  std::uint32_t s2c_offset = 0;
+  for (int i = 0; i < 5; ++i) {
+    int fd = -1;
+    const RawMsg m = s.recv(&fd);
+    const auto type = get<std::uint16_t>(m, 0);
+    if (type == kAddRegion) {
+      region_fd = fd;
+      region_size = get<std::uint64_t>(m, 4);
+    } else {
+      if (type == kAddRing && (get<std::uint16_t>(m, 2) & 1) == 0) s2c_offset = get<std::uint32_t>(m, 8);
+      if (fd >= 0) ::close(fd);
+    }
+    s.send(raw(type == kConnect ? kConnected : kAck));
+    client_->poll_control(kNow);
+  }
+  ASSERT_TRUE(client_->connected());
+  auto* mem =
+      static_cast<std::byte*>(::mmap(nullptr, region_size, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  // Slot 0: a length past the client's 2048-byte buffer, and an offset far
+  // outside the region that must never be followed.
+  const std::uint32_t length = 100000, offset = 0xfffff000u;
+  std::memcpy(mem + s2c_offset + 128 + 4, &length, 4);
+  std::memcpy(mem + s2c_offset + 128 + 8, &offset, 4);
+  const std::uint16_t tail = 1;
+  std::memcpy(mem + s2c_offset + 64, &tail, 2);
+  std::array<Frame, 4> in{};
+  EXPECT_EQ(client_->rx_burst(in, kNow), 0u);
+  EXPECT_FALSE(client_->connected());
+  EXPECT_EQ(client_->stats().drop_count(MemifDrop::kBadDescriptor), 1u);
+  ::munmap(mem, region_size);
+  ::close(region_fd);
 }
 
 TEST_F(MemifHostileTest, ClientDropsServerThatMovesTailPastHead) {
