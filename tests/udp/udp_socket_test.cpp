@@ -429,6 +429,74 @@ TEST(Udp, PortUnreachableIsConnectionRefusedForAConnectedSender) {
   EXPECT_EQ(p.ua->counters().icmp_errors_received, 3u);
 }
 
+// An ICMP error from the peer quoting a UDP datagram kOurIp:sport -> dst:dport.
+std::vector<std::byte> icmp_error(wire::Icmpv4Type type, std::uint8_t code, std::uint16_t sport, Ipv4Addr dst,
+                                  std::uint16_t dport) {
+  std::vector<std::byte> quoted(28);
+  wire::Ipv4Repr ip;
+  ip.src = kOurIp;
+  ip.dst = dst;
+  ip.protocol = 17;
+  ip.payload_len = 50;
+  (void)ip.emit(quoted);
+  usnet::store_be16(quoted.data() + 20, sport);
+  usnet::store_be16(quoted.data() + 22, dport);
+  usnet::store_be16(quoted.data() + 24, 58);
+  wire::Icmpv4Repr r;
+  r.type = type;
+  r.code = code;
+  IpParams p;
+  p.protocol = 1;
+  return net::test::ip_frame(p, net::test::icmp_message(r, quoted));
+}
+
+// RFC 1122 4.1.3.3: ICMP errors reach the application, mapped as Linux
+// maps them; only for the connected socket whose 4-tuple is quoted.
+TEST(Udp, IcmpErrorsBecomeTheConnectedSocketsError) {
+  TestPool pool;
+  Host h(pool);
+  auto l = make_layer(h);
+  auto s = l->open();
+  ASSERT_FALSE(s->bind({{}, 4000}));
+  ASSERT_FALSE(s->connect({kPeerIp, 53}));
+  auto other = l->open();
+  ASSERT_FALSE(other->bind({{}, 4001}));  // unconnected
+  using T = wire::Icmpv4Type;
+  struct Case {
+    T type;
+    std::uint8_t code;
+    std::error_code want;
+  };
+  const Case cases[] = {
+      {T::DestUnreachable, 0, std::make_error_code(std::errc::network_unreachable)},
+      {T::DestUnreachable, 1, std::make_error_code(std::errc::host_unreachable)},
+      {T::DestUnreachable, 2, std::make_error_code(std::errc::no_protocol_option)},
+      {T::DestUnreachable, 3, std::make_error_code(std::errc::connection_refused)},
+      {T::DestUnreachable, 4, {}},  // fragmentation needed: we never set DF
+      {T::DestUnreachable, 13, std::make_error_code(std::errc::host_unreachable)},
+      {T::TimeExceeded, 0, {}},  // transient
+      {T::ParamProblem, 0, std::make_error_code(std::errc::protocol_error)},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(int(c.code));
+    h.link.inject_rx(icmp_error(c.type, c.code, 4000, kPeerIp, 53));
+    h.poll();
+    EXPECT_EQ(s->take_error(), c.want);
+  }
+  // Another peer, another port, an unconnected socket, nobody: not reported.
+  h.link.inject_rx(icmp_error(T::DestUnreachable, 3, 4000, kPeerIp, 54));
+  h.link.inject_rx(icmp_error(T::DestUnreachable, 3, 4000, Ipv4Addr::from_octets(198, 18, 0, 7), 53));
+  h.link.inject_rx(icmp_error(T::DestUnreachable, 3, 4001, kPeerIp, 53));
+  h.link.inject_rx(icmp_error(T::DestUnreachable, 3, 4002, kPeerIp, 53));
+  h.poll();
+  EXPECT_FALSE(s->pending_error());
+  EXPECT_FALSE(other->pending_error());
+  EXPECT_EQ(l->counters().icmp_errors_received, 12u);
+  EXPECT_EQ(l->counters().icmp_errors_reported, 6u);
+  EXPECT_EQ(l->counters().dropped(UdpDropReason::IcmpIgnored), 5u);
+  EXPECT_EQ(l->counters().dropped(UdpDropReason::IcmpNoSocket), 1u);
+}
+
 TEST(Udp, SendErrors) {
   TestPool pool;
   Host h(pool);

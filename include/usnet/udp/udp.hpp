@@ -128,7 +128,7 @@ struct UdpConfig {
 
 struct SocketOptions {
   std::size_t max_queue_datagrams = 64;
-  std::size_t max_queue_bytes = 256 * 1024;  // payload bytes
+  std::size_t max_queue_bytes = std::size_t{256} * 1024;  // payload bytes
   // Sending to a broadcast address needs this, as SO_BROADCAST (else EACCES).
   bool allow_broadcast = false;
   std::uint8_t ttl = 0;  // 0: the interface default
