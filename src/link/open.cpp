@@ -7,6 +7,7 @@
 
 #include "usnet/link/af_packet_link.hpp"
 #include "usnet/link/link.hpp"
+#include "usnet/link/memif_link.hpp"
 #include "usnet/link/tap_link.hpp"
 
 namespace usnet::link {
@@ -30,7 +31,12 @@ Expected<std::unique_ptr<Link>, LinkError> open_link(std::string_view uri, mem::
     if (!link) return unexpected(link.error());
     return std::unique_ptr<Link>(std::move(*link));
   }
-  if (u.scheme == "memif" || u.scheme == "af_xdp") {
+  if (u.scheme == "memif") {
+    auto link = open_memif(u, pool, owner);
+    if (!link) return unexpected(link.error());
+    return std::move(*link);
+  }
+  if (u.scheme == "af_xdp") {
     return unexpected(LinkError{std::make_error_code(std::errc::not_supported),
                                 text + ": " + u.scheme + " links are not available in this build yet"});
   }

@@ -52,14 +52,14 @@ bool is_control(char c) {
 struct Scheme {
   std::string_view name;
   std::string_view target_kind;          // "interface name", "socket path", "name"
-  std::array<std::string_view, 2> keys;  // accepted parameter keys; empty ones unused
+  std::array<std::string_view, 3> keys;  // accepted parameter keys; empty ones unused
 };
 
 constexpr std::array<Scheme, 5> kSchemes = {{
     {"tap", "interface name", {}},
     {"af_packet", "interface name", {}},
-    {"memif", "socket path", {"role", ""}},
-    {"af_xdp", "interface name", {"queue", "mode"}},
+    {"memif", "socket path", {"role", "id", "secret"}},
+    {"af_xdp", "interface name", {"queue", "mode", ""}},
     {"mem", "name", {}},
 }};
 
@@ -124,6 +124,22 @@ class Checker {
     if (key == "mode") {
       if (value == "zc" || value == "copy") return {};
       return "unknown mode " + quoted(value) + " (expected zc or copy)";
+    }
+    if (key == "id") {
+      // memif interface id: the peer matches on it (32 bits).
+      bool ok = !value.empty() && value.size() <= 10;
+      std::uint64_t n = 0;
+      for (char c : value) {
+        ok = ok && c >= '0' && c <= '9';
+        if (ok) n = n * 10 + static_cast<std::uint64_t>(c - '0');
+      }
+      if (ok && n <= 0xffffffffu) return {};
+      return "id " + quoted(value) + " is not a decimal number from 0 to 4294967295";
+    }
+    if (key == "secret") {
+      // memif carries the secret in a 24-byte field.
+      if (!value.empty() && value.size() <= 24) return {};
+      return "secret " + quoted(value) + " must be 1 to 24 characters";
     }
     if (key == "queue") {
       bool ok = !value.empty();

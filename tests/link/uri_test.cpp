@@ -149,7 +149,8 @@ TEST(LinkUri, UnknownParameters) {
   EXPECT_EQ(error_of("af_packet:x?queue=1"),
             "\"af_packet:x?queue=1\": unknown parameter \"queue\" (af_packet takes no parameters)");
   EXPECT_EQ(error_of("mem:x?a=b"), "\"mem:x?a=b\": unknown parameter \"a\" (mem takes no parameters)");
-  EXPECT_EQ(error_of("memif:/s?mode=zc"), "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role)");
+  EXPECT_EQ(error_of("memif:/s?mode=zc"),
+            "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id or secret)");
   EXPECT_EQ(error_of("af_xdp:eth0?role=server"),
             "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue or mode)");
   EXPECT_EQ(error_of("af_xdp:eth0?Queue=1"),
@@ -166,6 +167,25 @@ TEST(LinkUri, BadValues) {
     const std::string uri = std::string("af_xdp:eth0?queue=") + q;
     EXPECT_EQ(error_of(uri), "\"" + uri + "\": queue \"" + q + "\" is not a decimal number from 0 to 65535");
   }
+  for (const char* id : {"", "-1", "4294967296", "12345678901", "1x"}) {
+    const std::string uri = std::string("memif:/s?id=") + id;
+    EXPECT_EQ(error_of(uri),
+              "\"" + uri + "\": id \"" + id + "\" is not a decimal number from 0 to 4294967295");
+  }
+  EXPECT_EQ(error_of("memif:/s?secret="), "\"memif:/s?secret=\": secret \"\" must be 1 to 24 characters");
+  EXPECT_EQ(
+      error_of("memif:/s?secret=0123456789012345678901234"),
+      "\"memif:/s?secret=0123456789012345678901234\": secret \"0123456789012345678901234\" must be 1 to 24 "
+      "characters");
+}
+
+// memif's interface id and secret are what a DPDK or VPP peer matches on.
+TEST(LinkUri, MemifIdAndSecret) {
+  auto u = parse_link_uri("memif:/run/x.sock?role=server&id=4294967295&secret=s3cret");
+  ASSERT_TRUE(u) << u.error().message;
+  EXPECT_EQ(u->param("id"), "4294967295");
+  EXPECT_EQ(u->param("secret"), "s3cret");
+  EXPECT_EQ(u->param("role"), "server");
 }
 
 }  // namespace

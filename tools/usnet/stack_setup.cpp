@@ -29,7 +29,9 @@ void install_stop_signals() {
 }
 
 void add_stack_options(CLI::App* cmd, StackOptions& opt) {
-  cmd->add_option("-l,--link", opt.link, "Link URI: tap:NAME, af_packet:IFNAME (memif and af_xdp come later)")
+  cmd->add_option(
+         "-l,--link", opt.link,
+         "Link URI: tap:NAME, af_packet:IFNAME, memif:/path.sock[?role=server|client] (af_xdp comes later)")
       ->required();
   cmd->add_option("-a,--addr", opt.addr, "usnet's IPv4 address and prefix length")->capture_default_str();
   cmd->add_option("-g,--gateway", opt.gateway, "Default gateway (on a connected network)");
