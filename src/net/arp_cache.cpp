@@ -172,6 +172,17 @@ void ArpCache::learn(wire::Ipv4Addr ip, wire::MacAddr mac, bool create, Nanos no
   e->queue.clear();
 }
 
+void ArpCache::request_refused(wire::Ipv4Addr ip, Nanos now) {
+  auto it = entries_.find(ip.v);
+  if (it == entries_.end() || it->second.state != ArpState::Incomplete) return;
+  Entry& e = it->second;
+  if (e.probes > 0) --e.probes;
+  // poll() sends the next request once retransmit_interval has passed
+  // since last_request: set it so that this happens refused_retry from now.
+  const Nanos wait = std::min(config_.refused_retry, config_.retransmit_interval);
+  e.last_request = now - config_.retransmit_interval + wait;
+}
+
 void ArpCache::poll(Nanos now, std::vector<wire::Ipv4Addr>& probe) {
   for (auto it = entries_.begin(); it != entries_.end();) {
     Entry& e = it->second;

@@ -148,8 +148,7 @@ void Interface::poll(Nanos now) {
   for (const auto ip : probes_) {
     auto hop = routes_.lookup(ip);
     const wire::Ipv4Addr src = hop ? hop->source : config_.addresses.front().addr;
-    send_arp(1, wire::MacAddr::broadcast(), {}, src, ip);
-    ++counters_.arp_requests_sent;
+    send_arp_request(src, ip, now);
   }
 
   // Reassembly timeouts: RFC 792 time exceeded, code 1, when fragment zero
@@ -452,8 +451,7 @@ std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop
   auto res = arp_.resolve(next_hop, f, now);
   if (res.send_request) {
     const wire::Ipv4Addr sender = is_our_address(src) ? src : config_.addresses.front().addr;
-    send_arp(1, wire::MacAddr::broadcast(), {}, sender, next_hop);
-    ++counters_.arp_requests_sent;
+    send_arp_request(sender, next_hop, now);
   }
   switch (res.kind) {
     case ArpCache::Resolution::Kind::Send:
@@ -467,6 +465,20 @@ std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop
   }
   return arp_.state(next_hop) == ArpState::Failed ? err(std::errc::host_unreachable)
                                                   : err(std::errc::no_buffer_space);
+}
+
+void Interface::send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip, Nanos now) {
+  // Out at once rather than with the next flush, so that a link that
+  // refuses it (a memif not yet connected, a full ring) is known now and the
+  // cache retries soon instead of a whole retransmit interval later.
+  flush_tx(now);
+  send_arp(1, wire::MacAddr::broadcast(), {}, sender_ip, target_ip);
+  if (tx_.empty()) return;  // no buffer for it: counted by alloc_frame
+  if (flush_tx(now)) {
+    ++counters_.arp_requests_sent;
+  } else {
+    arp_.request_refused(target_ip, now);
+  }
 }
 
 void Interface::send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac,

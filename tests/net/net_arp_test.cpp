@@ -142,6 +142,47 @@ TEST(Arp, RetransmitsThenFailsAndDropsQueued) {
   EXPECT_EQ(h.sent().size(), 1u);
 }
 
+// A request the link refuses (a memif still connecting, a full ring) never
+// left: it is retried after refused_retry (10 ms), not a whole retransmit
+// interval later, and does not use up one of the max_probes.
+TEST(Arp, RequestRefusedByTheLinkIsRetriedSoonWithoutUsingAProbe) {
+  TestPool pool;
+  const auto owner = pool.add_owner();
+  link::MemoryLink link(*pool, owner, link_info(kOurMac), /*queue_limit=*/1);
+  auto iface = Interface::create(link, *pool, owner, default_config());
+  ASSERT_TRUE(iface);
+  Nanos now{std::chrono::seconds(1000)};
+  const auto payload = pattern(10);
+  // Fill the link's one slot with a broadcast so the next frame is refused.
+  ASSERT_FALSE((*iface)->send(Ipv4Addr{0xffffffffu}, 17, payload, {}, now));
+  ASSERT_EQ(link.tx_pending(), 1u);
+  ASSERT_FALSE((*iface)->send(kPeerIp, 17, payload, {}, now));
+  EXPECT_EQ((*iface)->counters().arp_requests_sent, 0u);
+  EXPECT_EQ((*iface)->counters().dropped(DropReason::LinkFull), 1u);
+  EXPECT_EQ((*iface)->next_deadline(), now + 10ms);
+  ASSERT_TRUE(link.pop_tx());  // the link has room again
+  now += 10ms;
+  (*iface)->poll(now);
+  auto request = link.pop_tx();
+  ASSERT_TRUE(request);
+  EXPECT_EQ((*iface)->counters().arp_requests_sent, 1u);
+  // The refused attempt did not count: all max_probes (3) requests remain.
+  for (int i = 0; i < 2; ++i) {
+    now += 1s;
+    (*iface)->poll(now);
+    EXPECT_TRUE(link.pop_tx()) << "probe " << i + 2;
+  }
+  EXPECT_EQ((*iface)->counters().arp_requests_sent, 3u);
+  // The answer lets the queued datagram go.
+  ASSERT_TRUE(
+      link.inject_rx(arp_frame(wire::ArpOperation::Reply, kPeerMac, kPeerIp, kOurMac, kOurIp, kOurMac)));
+  (*iface)->poll(now);
+  EXPECT_TRUE(link.pop_tx());
+  iface->reset();
+  while (link.pop_tx()) {
+  }
+}
+
 TEST(Arp, StaleEntryIsUsedAndRefreshedAtMostOncePerInterval) {
   TestPool pool;
   Host h(pool);

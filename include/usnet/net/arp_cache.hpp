@@ -56,6 +56,9 @@ struct ArpConfig {
   Nanos stale_time = std::chrono::seconds(60);          // unused stale entries go after this
   Nanos retransmit_interval = std::chrono::seconds(1);  // RFC 1122 2.3.2.1: at most 1 per second
   std::uint32_t max_probes = 3;
+  // A request the link refused (not connected yet, ring full) was never
+  // sent: it is tried again after this, without counting as a probe.
+  Nanos refused_retry = std::chrono::milliseconds(10);
   Nanos failed_hold = std::chrono::seconds(20);
   std::size_t max_entries = 256;
   // 48 frames hold one 65535-byte datagram fragmented at MTU 1500 (45
@@ -97,6 +100,9 @@ class ArpCache {
   // to `ready` (ownership passes to the caller, which fills in `mac`).
   void learn(wire::Ipv4Addr ip, wire::MacAddr mac, bool create, Nanos now, std::vector<link::Frame>& ready);
 
+  // The request just made for `ip` did not leave (the link refused it):
+  // retry after refused_retry, and do not count it against max_probes.
+  void request_refused(wire::Ipv4Addr ip, Nanos now);
   // Timers: retransmits (appended to `probe`), failure, expiry.
   void poll(Nanos now, std::vector<wire::Ipv4Addr>& probe);
   Nanos next_deadline() const noexcept;

@@ -215,6 +215,7 @@ class Interface {
                          std::span<const std::byte> payload, const SendOptions& options, Nanos now);
   std::error_code to_link(const link::Frame& f, wire::Ipv4Addr next_hop, bool broadcast, wire::Ipv4Addr src,
                           Nanos now);
+  void send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip, Nanos now);
   void send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac, wire::Ipv4Addr sender_ip,
                 wire::Ipv4Addr target_ip);
   std::optional<link::Frame> alloc_frame() noexcept;
