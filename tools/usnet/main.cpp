@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   usnet::tool::add_selfcheck(app, run);
   usnet::tool::add_ping(app, run);
   usnet::tool::add_up(app, run);
+  usnet::tool::add_udp_echo(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -40,6 +40,16 @@ void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   cmd->add_option("--buffers", opt.buffers, "Packet buffers (2048 bytes each) in the pool")
       ->check(CLI::Range(64u, 1u << 20))
       ->capture_default_str();
+  auto* g = cmd->add_option_group("Fault injection", "Faults applied to received frames, replayable by seed");
+  g->add_option("--fault-drop", opt.fault_drop, "Probability a received frame is dropped")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--fault-corrupt", opt.fault_corrupt, "Probability one bit of a received frame is flipped")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--fault-duplicate", opt.fault_duplicate, "Probability a received frame arrives twice")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--fault-reorder", opt.fault_reorder, "Probability a received frame is swapped with the next")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--fault-seed", opt.fault_seed, "Seed of the fault generator")->capture_default_str();
 }
 
 std::optional<net::InterfaceAddress> parse_cidr(const std::string& s) {
@@ -90,6 +100,20 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
     s->link_ = std::move(*tap);
   }
 
+  if (opt.fault_drop > 0 || opt.fault_corrupt > 0 || opt.fault_duplicate > 0 || opt.fault_reorder > 0) {
+    link::FaultConfig rx;
+    rx.drop = opt.fault_drop;
+    rx.corrupt = opt.fault_corrupt;
+    rx.duplicate = opt.fault_duplicate;
+    rx.reorder = opt.fault_reorder;
+    rx.seed = opt.fault_seed;
+    auto faults = std::make_unique<link::FaultInjector>(std::move(s->link_), *s->pool_, s->owner_, rx,
+                                                        link::FaultConfig{});
+    s->faults_ = faults.get();
+    fmt::print("fault injection: {}\n", faults->describe());
+    s->link_ = std::move(faults);
+  }
+
   net::InterfaceConfig config;
   config.addresses.push_back(*address);
   config.first_ident = static_cast<std::uint16_t>(now().count() ^ (now().count() >> 16));
@@ -115,8 +139,33 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
   return s;
 }
 
+udp::UdpLayer& ToolStack::udp() {
+  if (!udp_) {
+    udp::UdpConfig config;
+    config.ephemeral_seed = static_cast<std::uint64_t>(now().count());
+    auto layer = udp::UdpLayer::create(*iface_, *pool_, owner_, config);
+    // The default port range is valid, so create() cannot refuse it.
+    udp_ = std::move(*layer);
+  }
+  return *udp_;
+}
+
+std::string ToolStack::format_counters() const {
+  std::string out = iface_->format_counters();
+  if (udp_) out += udp_->format_counters();
+  if (faults_ != nullptr) {
+    const auto& f = faults_->rx_faults();
+    out += fmt::format(
+        "Faults (receive):\n    {} frames in\n    {} dropped\n    {} corrupted\n    {} duplicated\n"
+        "    {} reordered\n",
+        f.frames_in, f.dropped, f.corrupted, f.duplicated, f.reordered);
+  }
+  return out;
+}
+
 ToolStack::~ToolStack() {
-  // Interface and link give their buffers back before the pool goes.
+  // Layers above give their buffers back before the pool goes.
+  udp_.reset();
   iface_.reset();
   link_.reset();
   if (pool_) (void)pool_->remove_owner(owner_);

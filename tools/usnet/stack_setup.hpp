@@ -12,10 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "usnet/link/fault_injector.hpp"
 #include "usnet/link/link.hpp"
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
+#include "usnet/udp/udp.hpp"
 #include "usnet/util/expected.hpp"
 
 namespace usnet::tool {
@@ -27,6 +29,9 @@ struct StackOptions {
   std::vector<std::string> routes;     // "PREFIX/LEN,GATEWAY"
   std::string pcap;                    // capture file, optional
   std::uint32_t buffers = 4096;        // pool buffers of 2048 bytes
+  // Faults injected on receive (seeded, so a run can be replayed).
+  double fault_drop = 0, fault_corrupt = 0, fault_duplicate = 0, fault_reorder = 0;
+  std::uint64_t fault_seed = 1;
 };
 
 void add_stack_options(CLI::App* cmd, StackOptions& opt);
@@ -42,6 +47,11 @@ class ToolStack {
 
   net::Interface& iface() { return *iface_; }
   link::Link& link() { return *link_; }
+  // The UDP layer over the interface, created on first use.
+  udp::UdpLayer& udp();
+  // The interface's counters, the UDP layer's if it exists, and the fault
+  // injector's when one is in the path.
+  std::string format_counters() const;
 
   // Monotonic time for the stack (the core reads no clock of its own).
   static link::Nanos now();
@@ -56,6 +66,8 @@ class ToolStack {
   mem::OwnerId owner_;
   std::unique_ptr<link::Link> link_;
   std::unique_ptr<net::Interface> iface_;
+  std::unique_ptr<udp::UdpLayer> udp_;
+  const link::FaultInjector* faults_ = nullptr;
 };
 
 // "198.18.0.1/24" -> address and prefix length.
@@ -64,5 +76,6 @@ std::optional<net::InterfaceAddress> parse_cidr(const std::string& s);
 // Subcommands.
 void add_ping(CLI::App& app, std::function<int()>& run);
 void add_up(CLI::App& app, std::function<int()>& run);
+void add_udp_echo(CLI::App& app, std::function<int()>& run);
 
 }  // namespace usnet::tool
