@@ -73,7 +73,8 @@ bool FaultInjector::Path::chance(double p) noexcept {
 
 std::uint64_t FaultInjector::Path::below(std::uint64_t n) noexcept { return n == 0 ? 0 : next() % n; }
 
-void FaultInjector::Path::admit(const Frame& f, Nanos now) {
+void FaultInjector::Path::admit(const Frame& in, Nanos now) {
+  Frame f = in;
   ++counters_.frames_in;
   if (!in_buffer(*pool_, f)) {
     ready.push_back(f);
@@ -89,6 +90,9 @@ void FaultInjector::Path::admit(const Frame& f, Nanos now) {
     const auto at = below(f.length);
     const auto bit = static_cast<unsigned>(below(8));
     bytes[at] ^= static_cast<std::byte>(1u << bit);
+    // The corruption stands for damage on the wire: whatever the device
+    // vouched for no longer holds, so the stack must check the checksums.
+    f.flags = static_cast<std::uint16_t>(f.flags & ~FrameFlag::kChecksumsVerified);
     ++counters_.corrupted;
   }
   std::optional<Frame> copy;

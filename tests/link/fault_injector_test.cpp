@@ -269,6 +269,38 @@ TEST(FaultInjector, CorruptFlipsExactlyOneBit) {
   EXPECT_GT(std::count_if(positions.begin(), positions.end(), [](int n) { return n > 0; }), 48);
 }
 
+// A link may vouch for a frame's checksums (FrameFlag::kChecksumsVerified).
+// Corruption injected after it stands for damage on the wire, so the flag
+// must go and the stack must check; frames left intact keep it.
+TEST(FaultInjector, CorruptionClearsTheChecksumsVerifiedFlag) {
+  TestPool pool;
+  LinkInfo trusted;
+  trusted.name = "mem:trusted";
+  trusted.mtu = 1500;
+  trusted.offloads = Offload::kNoChecksums;  // frames from it arrive marked verified
+  MemoryLink sender(*pool, pool.owner, trusted);
+  for (double rate : {0.0, 1.0}) {
+    SCOPED_TRACE(rate);
+    FaultConfig c;
+    c.corrupt = rate;
+    c.seed = 5;
+    auto inner = std::make_unique<MemoryLink>(*pool, pool.owner, trusted);
+    MemoryLink::connect(sender, *inner);
+    FaultInjector faulty(std::move(inner), *pool, pool.owner, c, FaultConfig{});
+    auto b = pool->alloc(pool.owner);
+    ASSERT_TRUE(b);
+    const auto frame = numbered(1);
+    std::memcpy(pool->buffer(*b).data(), frame.data(), frame.size());
+    const Frame f{*b, static_cast<std::uint32_t>(frame.size()), 0, 0};
+    ASSERT_EQ(sender.tx_burst(std::span(&f, 1), Nanos(0)), 1u);
+    std::array<Frame, 2> out{};
+    ASSERT_EQ(faulty.rx_burst(out, Nanos(0)), 1u);
+    const bool verified = (out[0].flags & FrameFlag::kChecksumsVerified) != 0;
+    EXPECT_EQ(verified, rate == 0.0);
+    EXPECT_FALSE(pool->free(pool.owner, out[0].buffer));
+  }
+}
+
 TEST(FaultInjector, CorruptLeavesAnEmptyFrameAlone) {
   TestPool pool;
   FaultConfig c;
