@@ -26,6 +26,7 @@ struct ClientOptions {
   double interval_s = 0.01;
   double wait_s = 2.0;
   double max_loss_pct = 0;
+  double warmup_s = 5.0;
 };
 
 int run_server(const ServerOptions& opt) {
@@ -93,6 +94,34 @@ int run_client(const ClientOptions& opt) {
   if (auto ec = sock->connect({*addr, port})) {
     fmt::print(stderr, "usnet udp-client: {}: {}\n", opt.dest, ec.message());
     return 2;
+  }
+  // Warm-up: ping the destination until it answers, so that address
+  // resolution is done before the counted run (a lost ARP reply would
+  // otherwise hold the first second of datagrams behind a retransmit).
+  if (opt.warmup_s > 0) {
+    bool answered = false;
+    auto& iface = (*stack)->iface();
+    iface.set_ping_handler(
+        [&](const net::EchoReply& r, link::Nanos) { answered = answered || r.from == *addr; });
+    const auto start = ToolStack::now();
+    const auto give_up =
+        start + std::chrono::duration_cast<link::Nanos>(std::chrono::duration<double>(opt.warmup_s));
+    std::uint16_t seq = 0;
+    for (auto next = start; !answered && !g_stop.load() && ToolStack::now() < give_up;) {
+      if (ToolStack::now() >= next) {
+        (void)iface.send_ping(*addr, 0xfffe, ++seq, 8, ToolStack::now());
+        next = ToolStack::now() + std::chrono::milliseconds(100);
+      }
+      (*stack)->run_once(std::min(next, give_up));
+    }
+    iface.set_ping_handler(nullptr);
+    if (answered) {
+      fmt::print("warm-up: {} answered after {:.0f} ms\n", addr->to_string(),
+                 std::chrono::duration<double, std::milli>(ToolStack::now() - start).count());
+    } else {
+      fmt::print("warm-up: {} did not answer a ping within {} s; starting anyway\n", addr->to_string(),
+                 opt.warmup_s);
+    }
   }
   const auto interval =
       std::chrono::duration_cast<link::Nanos>(std::chrono::duration<double>(opt.interval_s));
@@ -187,6 +216,11 @@ void add_udp_echo(CLI::App& app, std::function<int()>& run) {
       ->capture_default_str();
   c->add_option("--max-loss", client.max_loss_pct, "Percent of datagrams that may be lost without failing")
       ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  c->add_option(
+       "--warmup", client.warmup_s,
+       "Seconds to wait, before the counted run, for the destination to answer a ping (0: no warm-up)")
+      ->check(CLI::Range(0.0, 60.0))
       ->capture_default_str();
   c->callback([&run] { run = [] { return run_client(client); }; });
 }
