@@ -12,8 +12,13 @@
 //   - usnet: both processes busy-poll (Interface::poll(now) in a tight loop,
 //     no sleeping): that is how a usnet stack is meant to run on a core of
 //     its own.
-//   - kernel: both processes block in recv()/recvfrom() (the usual way to
-//     use kernel sockets); each round trip includes two wake-ups.
+//   - kernel, BM_UdpRR64_KernelLoopback: both processes block in
+//     recv()/recvfrom() (the usual way to use kernel sockets); each round
+//     trip includes two wake-ups of a sleeping process.
+//   - kernel, BM_UdpRR64_KernelLoopbackBusyPoll: both processes spin on
+//     non-blocking recv()/recvfrom() (MSG_DONTWAIT): the kernel's stack and
+//     system calls without the wake-ups, the fairer match for usnet's
+//     busy polling.
 // Every wait has a deadline: a lost datagram or a dead peer makes the run an
 // error (SkipWithError) instead of a hang or a number.
 #include <arpa/inet.h>
@@ -425,15 +430,21 @@ BENCHMARK(BM_UdpRR64_UsnetMemif)->Iterations(100'000)->UseRealTime()->Unit(bench
 
 // ------------------------------------------------------------------ kernel
 
-// Peer: blocking recvfrom/sendto echo on the socket it inherited.
-int kernel_echo_server(int fd) {
+// Peer: recvfrom/sendto echo on the socket it inherited; blocking, or
+// spinning on MSG_DONTWAIT (yielding when it shares the CPU).
+int kernel_echo_server(int fd, bool busy_poll, bool own_core) {
   std::array<std::byte, 2048> buf{};
+  const int flags = busy_poll ? MSG_DONTWAIT : 0;
   for (;;) {
     sockaddr_in from{};
     socklen_t len = sizeof from;
-    const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
+    const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), flags, reinterpret_cast<sockaddr*>(&from), &len);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN && busy_poll) {
+        if (!own_core) sched_yield();
+        continue;
+      }
       return 3;
     }
     if (::sendto(fd, buf.data(), static_cast<std::size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len) !=
@@ -460,7 +471,7 @@ class Fd {
   int fd_;
 };
 
-void BM_UdpRR64_KernelLoopback(benchmark::State& state) {
+void kernel_rr(benchmark::State& state, bool busy_poll) {
   const CpuPlan plan = plan_cpus();
   std::vector<std::uint64_t> samples;
   samples.reserve(static_cast<std::size_t>(state.max_iterations));
@@ -485,7 +496,7 @@ void BM_UdpRR64_KernelLoopback(benchmark::State& state) {
   ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
   const int sfd = server.get();
-  Peer peer(plan, [sfd] { return kernel_echo_server(sfd); });
+  Peer peer(plan, [sfd, busy_poll, &plan] { return kernel_echo_server(sfd, busy_poll, plan.pinned); });
   server.reset();
   if (!peer.started()) {
     state.SkipWithError("fork failed");
@@ -501,8 +512,15 @@ void BM_UdpRR64_KernelLoopback(benchmark::State& state) {
     fill(std::span<std::byte, kPayload>(out), seq);
     if (::send(client.get(), out.data(), out.size(), 0) != static_cast<ssize_t>(out.size()))
       return "send failed";
-    for (;;) {
-      const ssize_t n = ::recv(client.get(), in.data(), in.size(), 0);
+    const Nanos deadline = now() + kRoundTripDeadline;
+    for (std::uint64_t spins = 0;;) {
+      const ssize_t n = ::recv(client.get(), in.data(), in.size(), busy_poll ? MSG_DONTWAIT : 0);
+      if (n < 0 && busy_poll && errno == EAGAIN) {
+        if (now() > deadline) return "no echo within the deadline";
+        if ((++spins & 0xffffu) == 0 && !peer.alive()) return "the echo peer died";
+        if (!plan.pinned) sched_yield();
+        continue;
+      }
       if (n < 0) return errno == EAGAIN ? "no echo within the deadline" : "recv failed";
       if (n != static_cast<ssize_t>(kPayload)) return "echo of the wrong length";
       if (std::memcmp(in.data(), out.data(), kPayload) == 0) return {};
@@ -537,9 +555,18 @@ void BM_UdpRR64_KernelLoopback(benchmark::State& state) {
     }
     state.counters["stale_warmup_echoes"] = static_cast<double>(stale);
   }
-  report(state, samples, plan, "; both sides block in recv");
+  report(state, samples, plan,
+         busy_poll ? "; both sides spin on MSG_DONTWAIT recv" : "; both sides block in recv");
 }
+
+void BM_UdpRR64_KernelLoopback(benchmark::State& state) { kernel_rr(state, false); }
 BENCHMARK(BM_UdpRR64_KernelLoopback)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_UdpRR64_KernelLoopbackBusyPoll(benchmark::State& state) { kernel_rr(state, true); }
+BENCHMARK(BM_UdpRR64_KernelLoopbackBusyPoll)
+    ->Iterations(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
