@@ -40,6 +40,9 @@ Nanos now() { return std::chrono::duration_cast<Nanos>(Clock::now().time_since_e
 class TestPmd {
  public:
   TestPmd() {
+    // testpmd's memif driver can crash; a command written to its pipe after
+    // that must fail the test with a message, not kill it with SIGPIPE.
+    ::signal(SIGPIPE, SIG_IGN);
     char tmpl[] = "/tmp/usnet-memif-dpdk-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     prefix_ = "usnet-memif-" + std::to_string(::getpid());
