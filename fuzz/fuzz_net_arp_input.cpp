@@ -21,6 +21,7 @@
 #include <span>
 #include <vector>
 
+#include "net_fuzz_common.hpp"
 #include "usnet/link/memory_link.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
@@ -29,55 +30,13 @@
 using namespace usnet;
 using namespace std::chrono_literals;
 
-namespace {
-
-const wire::MacAddr kOurMac{{0x02, 0, 0, 0, 0, 0x02}};
-const wire::MacAddr kPeerMac{{0x02, 0, 0, 0, 0, 0x01}};
-const wire::Ipv4Addr kOurIp = wire::Ipv4Addr::from_octets(198, 18, 0, 2);
-
-mem::PacketPool& pool() {
-  static constexpr std::size_t kSegment = 64 * 1024;
-  static constexpr std::uint32_t kSegments = 4;
-  static std::optional<mem::PacketPool> p;
-  if (!p) {
-    void* m =
-        ::mmap(nullptr, kSegment * kSegments, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) std::abort();
-    mem::PoolConfig c;
-    c.buffer_size = 2048;
-    c.segment_bytes = kSegment;
-    c.max_segments = kSegments;
-    auto r = mem::PacketPool::create(c, std::span(static_cast<std::byte*>(m), kSegment * kSegments));
-    if (!r) std::abort();
-    p.emplace(std::move(*r));
-  }
-  return *p;
-}
-
-net::InterfaceConfig config() {
-  net::InterfaceConfig c;
-  c.addresses.push_back({kOurIp, 24});
-  c.arp.max_entries = 16;
-  c.arp.max_queue_per_entry = 4;
-  c.arp.max_queue_total = 16;
-  c.arp.announce_count = 1;
-  c.reassembly.max_memory = 64 * 1024;
-  c.reassembly.max_datagrams = 8;
-  c.reassembly.max_fragments = 32;
-  return c;
-}
-
-void check(bool ok) {
-  if (!ok) __builtin_trap();
-}
-
-}  // namespace
+using namespace usnet::fuzz;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  auto& p = pool();
+  auto& p = fuzz_pool();
   auto owner = p.add_owner({0, 100});
   if (!owner) std::abort();
-  const auto cfg = config();
+  const auto cfg = small_config();
   {
     link::LinkInfo info;
     info.name = "mem:fuzz";
