@@ -242,6 +242,19 @@ struct MemifLink::Impl {
 
   // Ends the connection for `reason`, telling the peer why when it is still
   // there to hear it.
+  // The ring eventfds are shared with the peer, file status flags included:
+  // a hostile peer can clear O_NONBLOCK and fill the counter so that our
+  // next read or write blocks for ever. Checked right before each use; a
+  // peer that did it is disconnected. (A peer racing between this check and
+  // the syscall can still stall us; closing that needs I/O that cannot block
+  // whatever the fd's flags, left for later.)
+  bool still_nonblocking(int fd) {
+    const int fl = ::fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK) != 0) return true;
+    drop(MemifDrop::kBadRing, "peer cleared O_NONBLOCK on a ring eventfd");
+    return false;
+  }
+
   void drop(MemifDrop reason, std::string_view detail, bool tell_peer = true) {
     ++stats.drops[static_cast<std::size_t>(reason)];
     stats.last_drop = std::string(to_string(reason));
@@ -374,16 +387,18 @@ struct MemifLink::Impl {
     if (r.index != regions.size() || r.index >= kMaxRegions)
       return drop(MemifDrop::kBadRegion, "invalid region index");
     if (r.size == 0 || r.size > kMaxRegionBytes) return drop(MemifDrop::kBadRegion, "invalid region size");
+    // Unsealed, the client could truncate the file under our mapping and turn
+    // our next access into SIGBUS. The seal is checked BEFORE the size: once
+    // it is on, the file can no longer shrink below what fstat reports (the
+    // other order lets the client truncate, then seal, in between).
+    const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+      return drop(MemifDrop::kBadRegion, "region not sealed against shrinking");
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
       return drop(MemifDrop::kBadRegion, "region is not a file");
     if (static_cast<std::uint64_t>(st.st_size) < r.size)
       return drop(MemifDrop::kBadRegion, "region larger than its file");
-    // Unsealed, the client could truncate the file under our mapping and turn
-    // our next access into SIGBUS.
-    const int seals = ::fcntl(fd.get(), F_GET_SEALS);
-    if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
-      return drop(MemifDrop::kBadRegion, "region not sealed against shrinking");
     void* p = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (p == MAP_FAILED) return drop(MemifDrop::kBadRegion, "cannot map region");
     regions.emplace_back(static_cast<std::byte*>(p), static_cast<std::size_t>(r.size));
@@ -703,6 +718,10 @@ struct MemifLink::Impl {
         ring.head().store(tx_pos, std::memory_order_release);
       }
       if ((ring.flags().load(std::memory_order_relaxed) & mp::kRingFlagMaskInterrupts) == 0) {
+        if (!still_nonblocking(tx_efd())) {
+          if (taken < frames.size()) ++counters.tx_full;
+          return taken;
+        }
         const std::uint64_t one = 1;
         (void)!::write(tx_efd(), &one, sizeof one);
       }
@@ -790,6 +809,7 @@ std::size_t MemifLink::rx_burst(std::span<Frame> out, Nanos now) {
   if (n == 0 && m.config.interrupts && m.state == State::kConnected) {
     // Clear the eventfd, then look again so a frame published in between is
     // not left waiting for the next kick.
+    if (!m.still_nonblocking(m.rx_efd())) return 0;
     std::uint64_t v;
     (void)!::read(m.rx_efd(), &v, sizeof v);
     n = m.rx(out);

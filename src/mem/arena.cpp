@@ -199,16 +199,20 @@ Expected<Arena, std::error_code> Arena::create(std::string_view name, std::span<
 
 Expected<Arena, std::error_code> Arena::attach(int fd) {
   const std::size_t page = page_size();
+  // Without F_SEAL_SHRINK the other side could truncate the file under our
+  // mapping and turn our accesses into SIGBUS. The seal is checked before
+  // the size: once on, the file cannot shrink below what fstat says.
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (static_cast<unsigned>(seals) & F_SEAL_SHRINK) == 0) {
+    struct stat probe {};
+    if (fstat(fd, &probe) != 0) return unexpected(errno_code());  // EBADF for a bad fd, as before
+    return unexpected(bad_header());
+  }
   struct stat st {};
   if (fstat(fd, &st) != 0) return unexpected(errno_code());
   if (!S_ISREG(st.st_mode) || st.st_size < 0) return unexpected(bad_header());
   const auto file_size = static_cast<std::size_t>(st.st_size);
   if (file_size < 2 * page) return unexpected(bad_header());
-
-  // Without F_SEAL_SHRINK the other side could truncate the file under our
-  // mapping and turn our accesses into SIGBUS.
-  const int seals = fcntl(fd, F_GET_SEALS);
-  if (seals < 0 || (static_cast<unsigned>(seals) & F_SEAL_SHRINK) == 0) return unexpected(bad_header());
 
   // pread rather than a mapping of the header: a copy in private memory that
   // the other side cannot change between our checks and our use.
