@@ -292,3 +292,19 @@ TEST(Icmp, EchoReplyWithoutPingClientIsCounted) {
 
 }  // namespace
 }  // namespace usnet::net::test
+
+namespace usnet::net {
+namespace {
+
+// A configured rate above 10^9 per second made the token interval 0 ns and
+// the refill divide by zero; it is now taken as one token per nanosecond.
+TEST(TokenBucket, RateAboveOnePerNanosecondIsClamped) {
+  TokenBucket b(2'000'000'000u, 2);
+  EXPECT_TRUE(b.take(Nanos{1000}));
+  EXPECT_TRUE(b.take(Nanos{1000}));
+  EXPECT_FALSE(b.take(Nanos{1000}));
+  EXPECT_TRUE(b.take(Nanos{1001}));  // one nanosecond later: one token
+}
+
+}  // namespace
+}  // namespace usnet::net

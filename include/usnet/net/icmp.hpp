@@ -3,6 +3,7 @@
 // the datagram it quotes, and what the ping client reports.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -19,8 +20,10 @@ using Nanos = std::chrono::nanoseconds;
 // A token bucket: `burst` tokens, refilled at `per_second`; time passed in.
 class TokenBucket {
  public:
+  // Rates above one token per nanosecond are taken as exactly that (a token
+  // interval of zero would divide by zero).
   TokenBucket(std::uint32_t per_second, std::uint32_t burst) noexcept
-      : per_second_(per_second), burst_(burst), tokens_(burst) {}
+      : per_second_(std::min<std::uint32_t>(per_second, 1'000'000'000u)), burst_(burst), tokens_(burst) {}
   // Takes a token if one is there.
   bool take(Nanos now) noexcept;
 
