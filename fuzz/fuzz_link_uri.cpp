@@ -51,6 +51,17 @@ void check_accepted(const LinkUri& u) {
       __builtin_trap();  // first match is this one: no duplicates
     if (k == "role" && u.scheme == "memif") {
       if (v != "server" && v != "client") __builtin_trap();
+    } else if (k == "id" && u.scheme == "memif") {
+      // A 32-bit interface id, decimal digits only.
+      if (v.empty() || v.size() > 10) __builtin_trap();
+      unsigned long long n = 0;
+      for (char c : v) {
+        if (c < '0' || c > '9') __builtin_trap();
+        n = n * 10 + static_cast<unsigned long long>(c - '0');
+      }
+      if (n > 0xffffffffull) __builtin_trap();
+    } else if (k == "secret" && u.scheme == "memif") {
+      if (v.empty() || v.size() > 24) __builtin_trap();  // memif's 24-byte field
     } else if (k == "mode" && u.scheme == "af_xdp") {
       if (v != "zc" && v != "copy") __builtin_trap();
     } else if (k == "queue" && u.scheme == "af_xdp") {
