@@ -141,24 +141,30 @@ void Interface::poll(Nanos now) {
     if (n < kBurst) break;
   }
 
-  // ARP retransmissions (RFC 1122 2.3.2.1: at most one per second per
-  // destination, the cache's retransmit_interval) and expiry.
-  probes_.clear();
-  arp_.poll(now, probes_);
-  for (const auto ip : probes_) {
-    auto hop = routes_.lookup(ip);
-    const wire::Ipv4Addr src = hop ? hop->source : config_.addresses.front().addr;
-    send_arp_request(src, ip, now);
-  }
+  // The timer pass walks every ARP entry and reassembly slot, so it runs
+  // only when one of them is due, or after their state changed (see
+  // timers_changed()): an idle poll costs no walk.
+  if (now >= timers_due_) {
+    // ARP retransmissions (RFC 1122 2.3.2.1: at most one per second per
+    // destination, the cache's retransmit_interval) and expiry.
+    probes_.clear();
+    arp_.poll(now, probes_);
+    for (const auto ip : probes_) {
+      auto hop = routes_.lookup(ip);
+      const wire::Ipv4Addr src = hop ? hop->source : config_.addresses.front().addr;
+      send_arp_request(src, ip, now);
+    }
 
-  // Reassembly timeouts: RFC 792 time exceeded, code 1, when fragment zero
-  // had arrived (RFC 1122 3.3.2: "fragment reassembly time exceeded").
-  expired_.clear();
-  reasm_.poll(now, expired_);
-  for (const auto& e : expired_) {
-    if (!e.had_first || !is_our_address(e.key.dst)) continue;
-    if (!icmp_error_allowed(e.key.src, e.first.span())) continue;
-    send_icmp_error_to(e.key.src, e.key.dst, 11, 1, e.first.span(), now);
+    // Reassembly timeouts: RFC 792 time exceeded, code 1, when fragment zero
+    // had arrived (RFC 1122 3.3.2: "fragment reassembly time exceeded").
+    expired_.clear();
+    reasm_.poll(now, expired_);
+    for (const auto& e : expired_) {
+      if (!e.had_first || !is_our_address(e.key.dst)) continue;
+      if (!icmp_error_allowed(e.key.src, e.first.span())) continue;
+      send_icmp_error_to(e.key.src, e.key.dst, 11, 1, e.first.span(), now);
+    }
+    timers_due_ = std::min(arp_.next_deadline(), reasm_.next_deadline());
   }
 
   // RFC 5227 2.3: ARP announcements of our addresses at start.
@@ -249,6 +255,7 @@ void Interface::handle_arp(std::span<const std::byte> bytes, Nanos now) {
   if (!r->sender_ip.is_unspecified()) {
     ready_.clear();
     arp_.learn(r->sender_ip, r->sender_mac, for_us, now, ready_);
+    timers_changed();
     for (const auto& f : ready_) {
       auto fb = frame_bytes(f);
       if (fb.size() >= kEthHeaderLen) r->sender_mac.write(fb.data());
@@ -305,6 +312,7 @@ bool Interface::handle_ipv4(const link::Frame& f, std::span<const std::byte> byt
 
   if (v->is_fragment()) {
     auto done = reasm_.add(*v, now);
+    timers_changed();
     if (!done) return false;
     d.ip.ttl = done->ttl;
     d.ip.dscp = done->dscp;
@@ -449,6 +457,7 @@ std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop
     return {};
   }
   auto res = arp_.resolve(next_hop, f, now);
+  timers_changed();
   if (res.send_request) {
     const wire::Ipv4Addr sender = is_our_address(src) ? src : config_.addresses.front().addr;
     send_arp_request(sender, next_hop, now);
@@ -478,6 +487,7 @@ void Interface::send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target
     ++counters_.arp_requests_sent;
   } else {
     arp_.request_refused(target_ip, now);
+    timers_changed();
   }
 }
 

@@ -215,6 +215,9 @@ class Interface {
                          std::span<const std::byte> payload, const SendOptions& options, Nanos now);
   std::error_code to_link(const link::Frame& f, wire::Ipv4Addr next_hop, bool broadcast, wire::Ipv4Addr src,
                           Nanos now);
+  // ARP or reassembly state changed, so a deadline may have moved earlier:
+  // the next poll runs the timer pass and works out when it is next due.
+  void timers_changed() noexcept { timers_due_ = Nanos{0}; }
   void send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip, Nanos now);
   void send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac, wire::Ipv4Addr sender_ip,
                 wire::Ipv4Addr target_ip);
@@ -243,6 +246,8 @@ class Interface {
   PingHandler ping_handler_;
 
   std::uint32_t announcements_left_ = 0;
+
+  Nanos timers_due_{0};  // poll() runs the timer pass from this time on
   Nanos next_announcement_{0};
   bool announced_once_ = false;
 
