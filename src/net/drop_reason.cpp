@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "usnet/util/counter_text.hpp"
+
 namespace usnet::net {
 
 std::string_view to_string(DropReason r) noexcept {
@@ -92,13 +94,7 @@ std::uint64_t NetCounters::dropped_total() const noexcept {
 
 std::string format_counters(const NetCounters& c, bool all) {
   std::string out;
-  auto line = [&out](std::uint64_t v, std::string_view what) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "    %llu ", static_cast<unsigned long long>(v));
-    out += buf;
-    out += what;
-    out += '\n';
-  };
+  auto line = [&out](std::uint64_t v, std::string_view what) { append_counter_line(out, v, what); };
   out += "Net:\n";
   line(c.rx_frames, "frames received");
   line(c.rx_arp, "arp packets received");

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "usnet/util/counter_text.hpp"
 #include "usnet/wire/checksum.hpp"
 #include "usnet/wire/udp.hpp"
 
@@ -87,13 +88,7 @@ std::uint64_t UdpCounters::dropped_total() const noexcept {
 
 std::string format_counters(const UdpCounters& c, bool all) {
   std::string out;
-  auto line = [&out](std::uint64_t v, std::string_view what) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "    %llu ", static_cast<unsigned long long>(v));
-    out += buf;
-    out += what;
-    out += '\n';
-  };
+  auto line = [&out](std::uint64_t v, std::string_view what) { append_counter_line(out, v, what); };
   out += "Udp:\n";
   line(c.rx_datagrams, "datagrams received");
   line(c.rx_delivered, "datagrams delivered to sockets");
