@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_pinning.hpp"
 #include "usnet/link/memif_link.hpp"
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
@@ -67,50 +68,7 @@ Nanos now() { return std::chrono::duration_cast<Nanos>(std::chrono::steady_clock
 
 // ------------------------------------------------------------------ CPUs
 
-struct CpuPlan {
-  bool pinned = false;
-  int self_cpu = -1;
-  int peer_cpu = -1;
-};
-
-CpuPlan plan_cpus() {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  CpuPlan plan;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return plan;
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  }
-  if (cpus.size() < 2) return plan;
-  return CpuPlan{true, cpus[0], cpus[1]};
-}
-
-bool pin_to(int cpu) {
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  return sched_setaffinity(0, sizeof one, &one) == 0;
-}
-
-// Pins this process for one run and restores its CPU set afterwards.
-class ScopedPin {
- public:
-  explicit ScopedPin(const CpuPlan& plan) {
-    CPU_ZERO(&saved_);
-    saved_ok_ = sched_getaffinity(0, sizeof saved_, &saved_) == 0;
-    if (plan.pinned) pin_to(plan.self_cpu);
-  }
-  ~ScopedPin() {
-    if (saved_ok_) sched_setaffinity(0, sizeof saved_, &saved_);
-  }
-  ScopedPin(const ScopedPin&) = delete;
-  ScopedPin& operator=(const ScopedPin&) = delete;
-
- private:
-  cpu_set_t saved_;
-  bool saved_ok_ = false;
-};
+using namespace usnet::bench;  // CpuPlan, plan_cpus, pin_to, ScopedPin
 
 std::string pin_label(const CpuPlan& plan) {
   if (!plan.pinned) return "one cpu: unpinned, busy-pollers yield when idle";
