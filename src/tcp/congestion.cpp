@@ -57,6 +57,7 @@ CongestionControl::CongestionControl(const CongestionConfig& config) noexcept
   // RFC 5681 3.1: the initial ssthresh SHOULD be arbitrarily high; here the
   // cap, so slow start hands over to congestion avoidance at the cap at most.
   ssthresh_ = config_.max_cwnd;
+  hs_.active = config_.hystart;
 }
 
 std::uint64_t CongestionControl::clamp_cwnd(std::uint64_t w) noexcept {
@@ -93,8 +94,12 @@ void CongestionControl::on_ack(const AckEvent& ev) noexcept {
   std::uint64_t bytes = ev.bytes_acked;
   if (cwnd_ < ssthresh_) {
     // RFC 5681 3.1 eq. 2 with RFC 3465's limit L.
-    const std::uint64_t inc =
+    std::uint64_t inc =
         std::min<std::uint64_t>(bytes, std::uint64_t{config_.slow_start_ack_limit_segments} * smss_);
+    if (hs_.active) {
+      inc = hystart_on_ack(ev, inc);
+      if (cwnd_ >= ssthresh_) return;  // CSS just ended: this ACK's growth is spent
+    }
     const std::uint64_t grown = cwnd_ + inc;
     if (grown <= ssthresh_) {
       cwnd_ = clamp_cwnd(grown);
@@ -105,6 +110,54 @@ void CongestionControl::on_ack(const AckEvent& ev) noexcept {
     cwnd_ = clamp_cwnd(ssthresh_);
   }
   cwnd_ = clamp_cwnd(grow_congestion_avoidance(bytes, ev.now));
+}
+
+// RFC 9406 4.2, constants from 4.3.
+std::uint64_t CongestionControl::hystart_on_ack(const AckEvent& ev, std::uint64_t increase) noexcept {
+  constexpr Nanos kMinRttThresh = std::chrono::milliseconds(4);
+  constexpr Nanos kMaxRttThresh = std::chrono::milliseconds(16);
+  constexpr int kMinRttDivisor = 8;
+  constexpr std::uint32_t kNRttSample = 8;
+  constexpr std::uint64_t kCssGrowthDivisor = 4;
+  constexpr std::uint32_t kCssRounds = 5;
+
+  // A round ends when the data outstanding at its start is acknowledged.
+  if (!hs_.round_started || ev.ack >= hs_.window_end) {
+    if (hs_.round_started && hs_.in_css && ++hs_.css_round_count >= kCssRounds) {
+      // CSS ran its course: congestion avoidance from here, no loss needed.
+      ssthresh_ = std::max<std::uint64_t>(cwnd_, 2ull * smss_);
+      hs_ = HyStart{};
+      ++stats_.hystart_exits;
+      return 0;
+    }
+    hs_.round_started = true;
+    hs_.window_end = ev.snd_nxt;
+    hs_.last_round_min_rtt = hs_.current_round_min_rtt;
+    hs_.current_round_min_rtt = Nanos::max();
+    hs_.rtt_sample_count = 0;
+  }
+  if (ev.rtt > Nanos::zero()) {
+    hs_.current_round_min_rtt = std::min(hs_.current_round_min_rtt, ev.rtt);
+    ++hs_.rtt_sample_count;
+  }
+  const bool enough = hs_.rtt_sample_count >= kNRttSample && hs_.current_round_min_rtt != Nanos::max();
+  if (!hs_.in_css) {
+    if (enough && hs_.last_round_min_rtt != Nanos::max()) {
+      const Nanos thresh = std::clamp(hs_.last_round_min_rtt / kMinRttDivisor, kMinRttThresh, kMaxRttThresh);
+      if (hs_.current_round_min_rtt >= hs_.last_round_min_rtt + thresh) {
+        hs_.css_baseline_min_rtt = hs_.current_round_min_rtt;
+        hs_.in_css = true;
+        hs_.css_round_count = 0;
+        ++stats_.hystart_css_entries;
+      }
+    }
+  } else if (enough && hs_.current_round_min_rtt < hs_.css_baseline_min_rtt) {
+    // The RTT rise was not lasting (RFC 9406 4.2): back to slow start.
+    hs_.css_baseline_min_rtt = Nanos::max();
+    hs_.in_css = false;
+    ++stats_.hystart_css_resumed;
+  }
+  return hs_.in_css ? increase / kCssGrowthDivisor : increase;
 }
 
 void CongestionControl::on_dup_ack() noexcept {
@@ -130,6 +183,7 @@ void CongestionControl::reduce(Cause cause, std::uint64_t flight_size, Nanos now
   // loss or ECN-Echo, ssthresh (recovery adds its own inflation).
   cwnd_ = cause == Cause::kRto ? std::uint64_t{smss_} : clamp_cwnd(ssthresh_);
   skip_next_growth_ = false;
+  hs_ = HyStart{};  // any congestion event ends the initial slow start for good
 }
 
 bool CongestionControl::enter_recovery(const LossEvent& ev) noexcept {
@@ -179,6 +233,7 @@ void CongestionControl::on_rto(const RtoEvent& ev) noexcept {
   in_recovery_ = false;
   inflation_ = 0;
   skip_next_growth_ = false;
+  hs_ = HyStart{};
   on_timeout();
 }
 

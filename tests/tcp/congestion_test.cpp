@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <random>
 
@@ -345,6 +346,138 @@ TEST_P(BothAlgorithms, NeverAboveTheCap) {
   cc->on_ack(AckEvent{kMss, 1ms, now + std::chrono::hours(10)});
   cc->on_ack(AckEvent{std::uint64_t{1} << 40, 1ms, now + std::chrono::hours(24 * 365)});
   EXPECT_EQ(cc->cwnd(), segs(64));
+}
+
+// ---------------------------------------------------------------------------
+// HyStart++ (RFC 9406)
+
+// A sender behind a FIFO bottleneck with an unbounded buffer: base RTT 20 ms,
+// 5,000 segments per second (a 100-segment BDP). Each ACK releases as much
+// new data as cwnd allows. Nothing is ever dropped, so only a delay signal
+// can end slow start before the queue grows without bound.
+struct BottleneckRun {
+  std::uint64_t final_cwnd = 0;
+  std::uint64_t ssthresh_at_exit = 0;  // first ssthresh below the cap, 0 if none
+  std::uint64_t acks = 0;
+  std::uint64_t cwnd_at_css = 0;  // cwnd when Conservative Slow Start began
+};
+
+BottleneckRun run_bottleneck(CongestionControl& cc, Nanos duration) {
+  const Nanos base = 20ms;
+  const Nanos tx = 200us;
+  struct Seg {
+    SeqNum end;
+    Nanos sent;
+    Nanos ack_at;
+  };
+  std::deque<Seg> flight;
+  SeqNum una(0xfffff000u);  // across the wrap
+  SeqNum nxt = una;
+  Nanos now = 0ns;
+  Nanos last_departure = 0ns;
+  BottleneckRun r;
+  auto send = [&] {
+    while (distance(una, nxt) + kMss <= cc.cwnd()) {
+      const Nanos depart = std::max(now + base / 2, last_departure) + tx;
+      last_departure = depart;
+      nxt += kMss;
+      flight.push_back(Seg{nxt, now, depart + base / 2});
+    }
+  };
+  send();
+  while (!flight.empty() && now < duration) {
+    const Seg s = flight.front();
+    flight.pop_front();
+    now = s.ack_at;
+    una = s.end;
+    cc.on_ack(AckEvent{kMss, s.ack_at - s.sent, now, false, una, nxt});
+    ++r.acks;
+    if (r.cwnd_at_css == 0 && cc.in_css()) r.cwnd_at_css = cc.cwnd();
+    if (r.ssthresh_at_exit == 0 && !cc.in_slow_start()) r.ssthresh_at_exit = cc.ssthresh();
+    send();
+  }
+  r.final_cwnd = cc.cwnd();
+  return r;
+}
+
+TEST_P(BothAlgorithms, HyStartLeavesSlowStartOnRisingDelay) {
+  auto cc = make();
+  const BottleneckRun r = run_bottleneck(*cc, 2s);
+  EXPECT_GE(cc->stats().hystart_css_entries, 1u);
+  EXPECT_EQ(cc->stats().hystart_exits, 1u);
+  EXPECT_FALSE(cc->in_slow_start());
+  EXPECT_EQ(cc->stats().loss_events, 0u);
+  // CSS began once about 20 segments (4 ms) stood in the queue, then grew
+  // 1.25x per round for 5 rounds: a few times the BDP, not unbounded.
+  std::printf("HyStart++ %s: CSS at %llu segments, slow start ended at %llu, cwnd %llu after 2 s\n",
+              std::string(to_string(GetParam())).c_str(),
+              static_cast<unsigned long long>(r.cwnd_at_css / kMss),
+              static_cast<unsigned long long>(r.ssthresh_at_exit / kMss),
+              static_cast<unsigned long long>(r.final_cwnd / kMss));
+  EXPECT_GE(r.cwnd_at_css, segs(100));
+  EXPECT_LE(r.cwnd_at_css, segs(400));
+  EXPECT_GE(r.ssthresh_at_exit, segs(100));
+  EXPECT_LE(r.ssthresh_at_exit, segs(1200));
+  EXPECT_LE(r.final_cwnd, segs(1500));
+
+  // Without HyStart++ slow start only ends at a loss: one segment per ACK.
+  CongestionConfig c = config();
+  c.hystart = false;
+  auto plain = make(c);
+  const BottleneckRun p = run_bottleneck(*plain, 2s);
+  EXPECT_TRUE(plain->in_slow_start());
+  EXPECT_GT(p.final_cwnd, segs(5000));
+  EXPECT_EQ(plain->stats().hystart_css_entries, 0u);
+}
+
+// One ACK per segment with the sequence numbers RFC 9406 rounds need; the
+// window is sent at the start of the round.
+Nanos seq_round(CongestionControl& cc, SeqNum& una, Nanos start, Nanos rtt) {
+  const std::uint64_t n = cc.cwnd() / kMss;
+  const SeqNum nxt = una + static_cast<std::uint32_t>(n * kMss);
+  for (std::uint64_t i = 1; i <= n; ++i) {
+    una += kMss;
+    cc.on_ack(AckEvent{kMss, rtt, start + rtt * static_cast<std::int64_t>(i) / static_cast<std::int64_t>(n),
+                       false, una, nxt});
+  }
+  return start + rtt;
+}
+
+TEST_P(BothAlgorithms, HyStartResumesSlowStartWhenTheRttRiseWasSpurious) {
+  auto cc = make();
+  SeqNum una(1);
+  Nanos now = 0ns;
+  now = seq_round(*cc, una, now, 20ms);  // 10 segments
+  now = seq_round(*cc, una, now, 20ms);  // 20
+  ASSERT_EQ(cc->cwnd(), segs(40));
+  now = seq_round(*cc, una, now, 30ms);  // a 10 ms rise (threshold: max(4, 20/8) ms)
+  now = seq_round(*cc, una, now, 30ms);
+  EXPECT_EQ(cc->stats().hystart_css_entries, 1u);
+  EXPECT_TRUE(cc->in_css());
+  const std::uint64_t in_css = cc->cwnd();
+  EXPECT_LT(in_css, segs(160));          // CSS grew a quarter as fast for part of the round
+  now = seq_round(*cc, una, now, 20ms);  // the delay is gone
+  EXPECT_EQ(cc->stats().hystart_css_resumed, 1u);
+  EXPECT_FALSE(cc->in_css());
+  EXPECT_TRUE(cc->in_slow_start());
+  const std::uint64_t before = cc->cwnd();
+  now = seq_round(*cc, una, now, 20ms);
+  EXPECT_EQ(cc->cwnd(), before + before / kMss * kMss);  // one SMSS per ACK again: doubling
+  EXPECT_EQ(cc->stats().hystart_exits, 0u);
+}
+
+TEST_P(BothAlgorithms, HyStartOnlyInTheInitialSlowStart) {
+  auto cc = make();
+  SeqNum una(1);
+  Nanos now = seq_round(*cc, una, 0ns, 20ms);
+  cc->on_rto(RtoEvent{cc->cwnd(), now, true});
+  // Slow start after the timeout ignores any rise in delay.
+  Nanos rtt = 20ms;
+  while (cc->in_slow_start()) {
+    now = seq_round(*cc, una, now, rtt);
+    rtt += 20ms;
+  }
+  EXPECT_EQ(cc->stats().hystart_css_entries, 0u);
 }
 
 // ---------------------------------------------------------------------------

@@ -47,8 +47,17 @@
 // segment that left the network, so a peer forging duplicate ACKs (ACK
 // spoofing) inflates the window at most by what was really in flight.
 //
-// Not implemented: HyStart++ (RFC 9406) - slow start ends at ssthresh or a
-// loss, as in RFC 5681; congestion window validation after idle or
+// HyStart++ (RFC 9406, on by default, both algorithms): during the first
+// slow start, a rise of the per-round minimum RTT by max(4 ms, min(RTT/8,
+// 16 ms)) (8 samples at least) moves to Conservative Slow Start (growth / 4);
+// if the RTT falls back below the baseline, slow start resumes; after 5 CSS
+// rounds, ssthresh = cwnd and congestion avoidance begins. It needs the
+// ACK's SEG.ACK and SND.NXT in AckEvent to find round ends (RFC 9406 4.2);
+// a caller leaving them zero gets plain RFC 5681 slow start. Slow starts
+// after a timeout or loss are standard (RFC 9406 4.3: HyStart++ SHOULD be
+// used only for the initial slow start).
+//
+// Not implemented: congestion window validation after idle or
 // application-limited periods (RFC 7661) beyond not growing while
 // app_limited; PRR (RFC 6937). Limits: one object per connection; the
 // factory allocates once, when the connection is created.
@@ -82,6 +91,7 @@ struct CongestionConfig {
   std::uint32_t cubic_c_milli = 400;   // 1..10000
   bool cubic_fast_convergence = true;  // RFC 9438 4.7
   bool cubic_reno_friendly = true;     // RFC 9438 4.3
+  bool hystart = true;                 // HyStart++ (RFC 9406) in the initial slow start
 };
 
 // RFC 6928 2: IW = min(10*SMSS, max(2*SMSS, 14600)), generalised to N
@@ -108,6 +118,9 @@ struct AckEvent {
   // connection cannot build up a window it never used (RFC 9438 4.6's
   // condition for computing ssthresh from cwnd; RFC 7661's intent).
   bool app_limited = false;
+  // For HyStart++ round tracking only: SEG.ACK of this ACK and SND.NXT now.
+  wire::SeqNum ack{};
+  wire::SeqNum snd_nxt{};
 };
 
 struct LossEvent {
@@ -142,6 +155,9 @@ struct CongestionStats {
   std::uint64_t undos = 0;                    // undo_last_reduction calls that restored state
   std::uint64_t cwnd_capped = 0;              // growth stopped at max_cwnd
   std::uint64_t dupack_inflation_capped = 0;  // duplicate ACKs beyond FlightSize, not inflating cwnd
+  std::uint64_t hystart_css_entries = 0;      // RFC 9406: RTT rise seen, Conservative Slow Start entered
+  std::uint64_t hystart_css_resumed = 0;      // RTT fell back: slow start resumed (spurious CSS entry)
+  std::uint64_t hystart_exits = 0;            // CSS completed: congestion avoidance without a loss
 };
 
 class CongestionControl {
@@ -200,6 +216,8 @@ class CongestionControl {
   std::uint64_t ssthresh() const noexcept { return ssthresh_; }
   std::uint32_t smss() const noexcept { return smss_; }
   bool in_slow_start() const noexcept { return cwnd_ < ssthresh_; }
+  // HyStart++'s Conservative Slow Start (RFC 9406 4.2); in_slow_start() too.
+  bool in_css() const noexcept { return hs_.in_css; }
   bool in_recovery() const noexcept { return in_recovery_; }
   Nanos srtt() const noexcept { return srtt_; }
   const CongestionStats& stats() const noexcept { return stats_; }
@@ -230,6 +248,20 @@ class CongestionControl {
   virtual void on_timeout() noexcept {}
 
   void reduce(Cause cause, std::uint64_t flight_size, Nanos now) noexcept;
+  // RFC 9406 per-ACK bookkeeping; returns the slow start increase to apply.
+  std::uint64_t hystart_on_ack(const AckEvent& ev, std::uint64_t increase) noexcept;
+
+  struct HyStart {
+    bool active = false;  // initial slow start, not yet ended
+    bool round_started = false;
+    bool in_css = false;
+    wire::SeqNum window_end{};
+    Nanos last_round_min_rtt = Nanos::max();
+    Nanos current_round_min_rtt = Nanos::max();
+    Nanos css_baseline_min_rtt = Nanos::max();
+    std::uint32_t rtt_sample_count = 0;
+    std::uint32_t css_round_count = 0;
+  };
 
   CongestionConfig config_;
   std::uint64_t cwnd_ = 0;
@@ -246,6 +278,7 @@ class CongestionControl {
   bool have_undo_ = false;
   std::uint64_t undo_cwnd_ = 0;
   std::uint64_t undo_ssthresh_ = 0;
+  HyStart hs_;
   CongestionStats stats_;
 };
 
