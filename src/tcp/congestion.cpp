@@ -204,6 +204,10 @@ bool CongestionControl::enter_recovery(const LossEvent& ev) noexcept {
   // same data must not reduce again (RFC 3168 6.1.2).
   ecn_guard_ = true;
   ecn_recover_ = ev.snd_nxt;
+  // SND.UNA is about SND.NXT - FlightSize (FlightSize < 2^31: windows are
+  // at most 2^30 bytes, RFC 7323 2.3).
+  ecn_window_start_ =
+      ev.snd_nxt - static_cast<std::uint32_t>(std::min<std::uint64_t>(ev.flight_size, 1u << 31));
   return true;
 }
 
@@ -238,13 +242,15 @@ void CongestionControl::on_rto(const RtoEvent& ev) noexcept {
 }
 
 bool CongestionControl::on_ecn_ce(const EcnEvent& ev) noexcept {
-  if (in_recovery_ || (ecn_guard_ && ev.ack < ecn_recover_)) {
+  if (in_recovery_ ||
+      (ecn_guard_ && wire::in_window(ev.ack, ecn_window_start_, distance(ecn_window_start_, ecn_recover_)))) {
     ++stats_.ecn_ignored;
     return false;
   }
   reduce(Cause::kEcn, ev.flight_size, ev.now);
   ++stats_.ecn_reductions;
   ecn_guard_ = true;
+  ecn_window_start_ = ev.ack;
   ecn_recover_ = ev.snd_nxt;
   skip_next_growth_ = true;
   return true;

@@ -252,6 +252,12 @@ TEST_P(BothAlgorithms, EcnReducesAtMostOncePerWindow) {
   EXPECT_TRUE(cc->on_ecn_ce(EcnEvent{nxt, nxt + segs(20), reduced, 2s}));
   EXPECT_LT(cc->cwnd(), reduced);
   EXPECT_EQ(cc->stats().ecn_reductions, 2u);
+  // Much later (more than 2^31 bytes on, where modular order would put the
+  // ACK "before" the old SND.NXT again) a new mark still counts.
+  const SeqNum far = nxt + 0x90000000u;
+  ASSERT_TRUE(far < nxt);  // what a plain "SEG.ACK < recover" guard would see
+  EXPECT_TRUE(cc->on_ecn_ce(EcnEvent{far + 0x10000u, far + 0x20000u, segs(20), 100s}));
+  EXPECT_EQ(cc->stats().ecn_reductions, 3u);
 }
 
 TEST_P(BothAlgorithms, EcnIgnoredDuringLossRecoveryAndForTheLostWindow) {

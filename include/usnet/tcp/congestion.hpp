@@ -196,7 +196,7 @@ class CongestionControl {
 
   // ECN-Echo (RFC 3168 6.1.2): reduce as for a loss (without retransmitting),
   // at most once per window of data: after a reduction, ECN-Echo for ACKs
-  // below the SND.NXT of that reduction is ignored, as is ECN-Echo during
+  // from SND.UNA up to the SND.NXT of that reduction is ignored, as is ECN-Echo during
   // loss recovery. Returns true if the window was reduced: the connection
   // then sets CWR on its next new segment. Call it before on_ack for the
   // same ACK; that ACK then grows nothing (RFC 3168: "SHOULD NOT increase
@@ -272,7 +272,13 @@ class CongestionControl {
   RecoveryStyle recovery_style_ = RecoveryStyle::kSack;
   std::uint64_t recovery_flight_ = 0;  // FlightSize when recovery began: inflation budget
   std::uint64_t inflation_ = 0;        // bytes added by duplicate ACKs in this recovery
-  bool ecn_guard_ = false;             // an ECN/loss reduction is in force until ack >= ecn_recover_
+                                 // The window of data an ECN or loss reduction already answered: ECN-Echo
+  // with SEG.ACK in [ecn_window_start_, ecn_recover_) is ignored. A range,
+  // not "SEG.ACK < ecn_recover_", so that a guard left standing while 2^31
+  // more bytes are acknowledged cannot swallow later signals (modular
+  // comparison would call those ACKs "before" ecn_recover_ again).
+  bool ecn_guard_ = false;
+  wire::SeqNum ecn_window_start_{};
   wire::SeqNum ecn_recover_{};
   bool skip_next_growth_ = false;  // the ACK that carried the ECN-Echo
   bool have_undo_ = false;
