@@ -21,11 +21,13 @@
 //
 // How a connection drives it (per event, in this order):
 //   - ACK that advances SND.UNA outside recovery, or a partial ACK inside
-//     it: on_ack({bytes newly acked, RTT sample, now, app_limited}).
+//     it: on_ack({bytes newly acked, RTT sample, now, app_limited,
+//     SEG.ACK, SND.NXT}).
 //     If the ACK carries ECE, call on_ecn_ce() first (see there).
 //   - Duplicate ACK during NewReno (non-SACK) recovery: on_dup_ack().
 //   - Loss detected (3rd duplicate ACK or RFC 6675 loss) when not already in
-//     recovery: enter_recovery({FlightSize, now, style}); then retransmit.
+//     recovery: enter_recovery({FlightSize, now, style, SND.NXT}); then
+//     retransmit.
 //   - Full ACK (covers RFC 6582 `recover`): on_recovery_exit(FlightSize after
 //     the ACK, now) instead of on_ack: that ACK does not grow the window
 //     (RFC 6582 3.2 step 3).
