@@ -344,6 +344,31 @@ TEST_P(OooQueueTest, CoveringSegmentReplacesEntries) {
   ASSERT_NO_FATAL_FAILURE(r.check_invariants());
 }
 
+// The caller took in-order data that covers part of a queued entry and
+// moved RCV.NXT without popping: the next insert or pop trims the entry.
+TEST_P(OooQueueTest, EntriesBelowAdvancedRcvNxtAreTrimmed) {
+  Receiver r(pool, base());
+  EXPECT_EQ(r.put(1000, 500), OooResult::Queued);
+  EXPECT_EQ(r.put(1600, 100), OooResult::Queued);
+  r.take_in_order(0, 1200);
+  EXPECT_EQ(r.put(2000, 100), OooResult::Queued);
+  auto v = r.entries();
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[0].seq, r.base_ + 1200);
+  EXPECT_EQ(v[0].len, 300u);
+  EXPECT_EQ(v[0].offset, kHeader + 200);
+  EXPECT_EQ(r.queue->bytes(), 500u);
+  r.take_in_order(1200, 500);  // past the second entry as well
+  r.deliver_in_order();
+  EXPECT_EQ(r.rcv_off(), 1700u);
+  EXPECT_EQ(r.queue->size(), 1u);
+  EXPECT_EQ(r.put(1700, 300), OooResult::Queued);
+  r.deliver_in_order();
+  EXPECT_EQ(r.rcv_off(), 2100u);
+  EXPECT_EQ(r.wrong_bytes, 0u);
+  EXPECT_EQ(r.delivered.size(), 2100u);
+}
+
 // RFC 2883 4.1.1 / 4.2.1: a duplicate below RCV.NXT or inside queued data
 // is reported first, followed by the block that holds it.
 TEST_P(OooQueueTest, DuplicateSetsDsack) {

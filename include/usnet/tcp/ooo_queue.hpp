@@ -129,7 +129,9 @@ class OooQueue {
   // receiver's RCV.NXT. Takes the buffer in every case (see the header).
   // Entries already below rcv_nxt are dropped or trimmed first. The caller
   // has already checked the segment is acceptable (RFC 9293 3.10.7.4
-  // first); a segment starting at rcv_nxt is queued like any other.
+  // first). A segment starting at rcv_nxt is queued like any other, and so
+  // meets the bounds too: a caller normally hands in-order text to the user
+  // itself and queues only what lies above RCV.NXT.
   OooResult insert(SeqNum seq, std::uint32_t len, mem::BufIndex buffer, std::uint16_t offset,
                    SeqNum rcv_nxt) noexcept;
 
