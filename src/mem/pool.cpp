@@ -91,6 +91,7 @@ PacketPool::PacketPool(PacketPool&& other) noexcept
       owners_(std::move(other.owners_)),
       free_slots_(std::move(other.free_slots_)),
       segments_active_(std::exchange(other.segments_active_, 0)),
+      keep_segments_(other.keep_segments_),
       in_use_(std::exchange(other.in_use_, 0)),
       owner_count_(std::exchange(other.owner_count_, 0)),
       floors_total_(std::exchange(other.floors_total_, 0)),
@@ -387,6 +388,7 @@ void PacketPool::tick(std::chrono::nanoseconds now) {
     }
     needed_buffers += o.working_set;
   }
+  if (keep_segments_) return;
   const std::uint64_t needed_segments = (needed_buffers + per_segment_ - 1) / per_segment_;
   for (std::uint32_t s = config_.max_segments; s-- > 0 && segments_active_ > needed_segments;) {
     if (segment_active_[s] != 0 && free_count_[s] == per_segment_) release_segment(s);

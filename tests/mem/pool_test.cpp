@@ -291,6 +291,25 @@ TEST(PacketPool, SegmentsInUseAreNeverReleased) {
   EXPECT_FALSE(h->free(a, kept));
 }
 
+TEST(PacketPool, KeptSegmentsAreNeverReleasedButWorkingSetsStillShrink) {
+  Harness h;
+  const OwnerId a = h.add_owner(8, 64);
+  auto bufs = h.alloc_n(a, 24);  // 3 segments
+  for (BufIndex b : bufs) std::ranges::fill(h->buffer(b), std::byte{0xcd});
+  h.free_all(a, bufs);
+  h->keep_segments();  // as an AF_XDP link does once the UMEM is registered
+  EXPECT_TRUE(h->keeps_segments());
+  for (int s = 0; s <= 40; s += 2) h->tick(std::chrono::seconds(s));
+  EXPECT_EQ(h->working_set(a), 8u);
+  EXPECT_EQ(h->segments_active(), 3u);
+  EXPECT_TRUE(h.teardowns.empty());
+  EXPECT_EQ(h->segments_released(), 0u);
+  // The pages stayed: the bytes written are still there.
+  EXPECT_EQ(h.memory()[2 * kSegmentBytes], std::byte{0xcd});
+  EXPECT_EQ(h->memory().data(), h.memory().data());
+  EXPECT_EQ(h->segment_bytes(), kSegmentBytes);
+}
+
 // --- Ownership checks ----------------------------------------------------
 
 TEST(PacketPool, ForeignFreeIsRefusedAndChangesNothing) {

@@ -149,6 +149,19 @@ class PacketPool {
   // rules at the top). `now` is any monotonic clock's time.
   void tick(std::chrono::nanoseconds now);
 
+  // From now on tick() releases no segment: a device has registered the
+  // pool's memory (an AF_XDP UMEM pins its pages) and would keep using the
+  // old pages if a segment's pages went back to the system. Working sets
+  // still shrink and grow. There is no undoing it: a registration outlives
+  // the code that asked for it only as long as the pool, which is enough.
+  void keep_segments() noexcept { keep_segments_ = true; }
+  bool keeps_segments() const noexcept { return keep_segments_; }
+
+  // The memory given at create(): buffer i of segment s at byte offset
+  // s * segment_bytes + i * buffer_size.
+  std::span<std::byte> memory() const noexcept { return memory_; }
+  std::size_t segment_bytes() const noexcept { return config_.segment_bytes; }
+
   // The buffer's bytes; empty if the index is out of range.
   std::span<std::byte> buffer(BufIndex index) const noexcept;
   // The index of the buffer containing `p`, if `p` points into one.
@@ -245,6 +258,7 @@ class PacketPool {
   std::vector<std::uint16_t> free_slots_;
 
   std::uint32_t segments_active_ = 0;
+  bool keep_segments_ = false;
   std::size_t in_use_ = 0;
   std::size_t owner_count_ = 0;
   std::uint64_t floors_total_ = 0;
