@@ -28,7 +28,14 @@ Expected<std::unique_ptr<Interface>, std::error_code> Interface::create(link::Li
   if (link.info().mtu < 68 || pool.buffer_size() < kEthHeaderLen + 68) {
     return unexpected(err(std::errc::invalid_argument));
   }
-  return std::unique_ptr<Interface>(new Interface(link, pool, owner, config));
+  std::unique_ptr<Interface> iface(new Interface(link, pool, owner, config));
+  // A link that shares its device with the kernel must hand us the traffic
+  // for our addresses (AF_XDP's program); the others accept and ignore this.
+  for (const auto& a : config.addresses) {
+    if (auto ec = link.steer({link::SteerRule::Kind::kIpv4Address, a.addr, 0}, true)) return unexpected(ec);
+    iface->steered_.push_back(a.addr);
+  }
+  return iface;
 }
 
 Interface::Interface(link::Link& link, mem::PacketPool& pool, mem::OwnerId owner,
@@ -50,6 +57,11 @@ Interface::Interface(link::Link& link, mem::PacketPool& pool, mem::OwnerId owner
 
 Interface::~Interface() {
   for (const auto& f : tx_) free_frame(f);
+  for (const auto a : steered_) (void)link_->steer({link::SteerRule::Kind::kIpv4Address, a, 0}, false);
+}
+
+std::error_code Interface::steer_port(link::SteerRule::Kind kind, std::uint16_t port, bool add) {
+  return link_->steer({kind, {}, port}, add);
 }
 
 // ---------------------------------------------------------------------------

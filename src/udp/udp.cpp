@@ -165,6 +165,8 @@ std::error_code UdpSocket::bind(Endpoint local) {
   } else if (layer_->port_in_use(local.addr, local.port, this)) {
     return err(std::errc::address_in_use);
   }
+  // A link shared with the kernel (AF_XDP) must hand us this port's traffic.
+  if (auto ec = layer_->iface_->steer_port(link::SteerRule::Kind::kUdpPort, local.port, true)) return ec;
   local_ = local;
   bound_ = true;
   return {};
@@ -191,6 +193,9 @@ void UdpSocket::disconnect() noexcept {
 
 void UdpSocket::close() noexcept {
   free_queue();
+  if (bound_ && layer_ != nullptr) {
+    (void)layer_->iface_->steer_port(link::SteerRule::Kind::kUdpPort, local_.port, false);
+  }
   bound_ = false;
   connected_ = false;
   local_ = {};

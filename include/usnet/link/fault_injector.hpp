@@ -96,6 +96,7 @@ class FaultInjector final : public Link {
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
   Nanos next_deadline() const noexcept override;
   const LinkCounters& counters() const noexcept override { return inner_->counters(); }
+  std::error_code steer(const SteerRule& rule, bool add) override { return inner_->steer(rule, add); }
 
   const FaultCounters& rx_faults() const noexcept { return rx_.counters(); }
   const FaultCounters& tx_faults() const noexcept { return tx_.counters(); }

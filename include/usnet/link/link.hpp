@@ -67,6 +67,22 @@ struct LinkCounters {
   std::uint64_t tx_errors = 0;     // the device refused a frame
 };
 
+// Traffic that is the stack's, for a link that shares its device with the
+// kernel's own stack (AF_XDP): the link sends the stack these frames and
+// leaves every other frame to the kernel. Links that hand the stack every
+// frame (TAP, memif, AF_PACKET with its own MAC) need no rules.
+struct SteerRule {
+  enum class Kind : std::uint8_t {
+    kIpv4Address,  // ARP for the address, ICMP and fragments to it
+    kUdpPort,      // UDP to the stack's addresses on this port
+    kTcpPort,      // TCP likewise
+  };
+  Kind kind = Kind::kIpv4Address;
+  wire::Ipv4Addr address;  // kIpv4Address
+  std::uint16_t port = 0;  // kUdpPort, kTcpPort
+  friend bool operator==(const SteerRule&, const SteerRule&) = default;
+};
+
 // A problem opening a link, said so that a user can act on it:
 // "tap:usnet0: cannot open /dev/net/tun: Operation not permitted (needs CAP_NET_ADMIN: run as root)".
 struct LinkError {
@@ -98,6 +114,17 @@ class Link {
   virtual Nanos next_deadline() const noexcept { return Nanos::max(); }
 
   virtual const LinkCounters& counters() const noexcept = 0;
+
+  // Adds (add = true) or takes back a rule for what the stack receives (see
+  // SteerRule). Rules are counted: a rule added twice stays until taken back
+  // twice. An error (e.g. ENOSPC when the device's table is full) means the
+  // traffic would not reach the stack. The default, for links that need no
+  // rules, accepts every rule and does nothing.
+  virtual std::error_code steer(const SteerRule& rule, bool add) {
+    (void)rule;
+    (void)add;
+    return {};
+  }
 };
 
 // A link URI taken apart: "scheme:target?key=value&key=value".

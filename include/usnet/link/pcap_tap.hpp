@@ -46,6 +46,7 @@ class PcapTap final : public Link {
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
   Nanos next_deadline() const noexcept override { return inner_->next_deadline(); }
   const LinkCounters& counters() const noexcept override { return inner_->counters(); }
+  std::error_code steer(const SteerRule& rule, bool add) override { return inner_->steer(rule, add); }
 
   Link& inner() noexcept { return *inner_; }
   // Pushes buffered records to the file (so a reader sees them now).

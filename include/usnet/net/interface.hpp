@@ -187,6 +187,10 @@ class Interface {
   std::string format_counters(bool all = false) const;
   std::uint32_t mtu() const noexcept { return mtu_; }
   const link::LinkInfo& link_info() const noexcept { return link_->info(); }
+  // Asks the link to hand the stack (add) or stop handing it UDP or TCP
+  // traffic to `port` (link::SteerRule): the transport layers call it as
+  // they bind and close. Counted: two adds need two removes.
+  std::error_code steer_port(link::SteerRule::Kind kind, std::uint16_t port, bool add);
 
  private:
   Interface(link::Link& link, mem::PacketPool& pool, mem::OwnerId owner, const InterfaceConfig& config);
@@ -252,6 +256,7 @@ class Interface {
   bool announced_once_ = false;
 
   std::vector<link::Frame> tx_;
+  std::vector<wire::Ipv4Addr> steered_;  // addresses given to link_->steer(), taken back at destruction
   std::vector<link::Frame> ready_;        // scratch: frames released by ARP
   std::vector<link::Frame> frags_;        // scratch: the frames of one datagram
   std::vector<wire::Ipv4Addr> probes_;    // scratch
