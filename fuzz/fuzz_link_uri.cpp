@@ -64,14 +64,17 @@ void check_accepted(const LinkUri& u) {
       if (v.empty() || v.size() > 24) __builtin_trap();  // memif's 24-byte field
     } else if (k == "mode" && u.scheme == "af_xdp") {
       if (v != "zc" && v != "copy") __builtin_trap();
-    } else if (k == "queue" && u.scheme == "af_xdp") {
+    } else if ((k == "queue" || k == "busy_poll") && u.scheme == "af_xdp") {
       if (v.empty()) __builtin_trap();
+      const unsigned long max = k == "queue" ? 65535 : 1000000;
       unsigned long n = 0;
       for (char c : v) {
         if (c < '0' || c > '9') __builtin_trap();
         n = n * 10 + static_cast<unsigned long>(c - '0');
-        if (n > 65535) __builtin_trap();
+        if (n > max) __builtin_trap();
       }
+    } else if (k == "steer" && u.scheme == "af_xdp") {
+      if (v != "served" && v != "all") __builtin_trap();
     } else {
       __builtin_trap();  // a key the scheme does not take
     }

@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "usnet/link/af_packet_link.hpp"
+#include "usnet/link/af_xdp_link.hpp"
 #include "usnet/link/link.hpp"
 #include "usnet/link/memif_link.hpp"
 #include "usnet/link/tap_link.hpp"
@@ -37,8 +38,9 @@ Expected<std::unique_ptr<Link>, LinkError> open_link(std::string_view uri, mem::
     return std::move(*link);
   }
   if (u.scheme == "af_xdp") {
-    return unexpected(LinkError{std::make_error_code(std::errc::not_supported),
-                                text + ": " + u.scheme + " links are not available in this build yet"});
+    auto link = AfXdpLink::open(u, pool, owner, text);
+    if (!link) return unexpected(link.error());
+    return std::unique_ptr<Link>(std::move(*link));
   }
   if (u.scheme == "mem") {
     return unexpected(LinkError{std::make_error_code(std::errc::invalid_argument),

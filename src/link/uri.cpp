@@ -52,14 +52,14 @@ bool is_control(char c) {
 struct Scheme {
   std::string_view name;
   std::string_view target_kind;          // "interface name", "socket path", "name"
-  std::array<std::string_view, 3> keys;  // accepted parameter keys; empty ones unused
+  std::array<std::string_view, 4> keys;  // accepted parameter keys; empty ones unused
 };
 
 constexpr std::array<Scheme, 5> kSchemes = {{
     {"tap", "interface name", {}},
     {"af_packet", "interface name", {}},
     {"memif", "socket path", {"role", "id", "secret"}},
-    {"af_xdp", "interface name", {"queue", "mode", ""}},
+    {"af_xdp", "interface name", {"queue", "mode", "busy_poll", "steer"}},
     {"mem", "name", {}},
 }};
 
@@ -68,6 +68,18 @@ const Scheme* find_scheme(std::string_view name) {
     if (s.name == name) return &s;
   }
   return nullptr;
+}
+
+// Decimal digits only, at most `max`.
+bool decimal_at_most(std::string_view value, std::uint32_t max) {
+  if (value.empty()) return false;
+  std::uint64_t n = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    if (n > max) return false;
+  }
+  return true;
 }
 
 class Checker {
@@ -142,21 +154,17 @@ class Checker {
       return "secret " + quoted(value) + " must be 1 to 24 characters";
     }
     if (key == "queue") {
-      bool ok = !value.empty();
-      std::uint32_t n = 0;
-      for (char c : value) {
-        if (c < '0' || c > '9') {
-          ok = false;
-          break;
-        }
-        n = n * 10 + static_cast<std::uint32_t>(c - '0');
-        if (n > 65535) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) return {};
+      if (decimal_at_most(value, 65535)) return {};
       return "queue " + quoted(value) + " is not a decimal number from 0 to 65535";
+    }
+    if (key == "busy_poll") {
+      // Microseconds the kernel may busy-poll the device (SO_BUSY_POLL).
+      if (decimal_at_most(value, 1000000)) return {};
+      return "busy_poll " + quoted(value) + " is not a number of microseconds from 0 to 1000000";
+    }
+    if (key == "steer") {
+      if (value == "served" || value == "all") return {};
+      return "unknown steer " + quoted(value) + " (expected served or all)";
     }
     return {};
   }

@@ -65,6 +65,9 @@ TEST(LinkUri, AfXdpTakesQueueAndMode) {
   EXPECT_EQ(ok("af_xdp:eth0?mode=copy&queue=0").param("queue"), "0");  // any order
   EXPECT_EQ(ok("af_xdp:eth0?queue=65535").param("queue"), "65535");
   EXPECT_EQ(ok("af_xdp:eth0?queue=007").param("queue"), "007");
+  EXPECT_EQ(ok("af_xdp:eth0?busy_poll=50&steer=all").param("busy_poll"), "50");
+  EXPECT_EQ(ok("af_xdp:eth0?steer=served").param("steer"), "served");
+  EXPECT_EQ(ok("af_xdp:eth0?busy_poll=1000000").param("busy_poll"), "1000000");
 }
 
 TEST(LinkUri, MemTakesAName) {
@@ -152,9 +155,9 @@ TEST(LinkUri, UnknownParameters) {
   EXPECT_EQ(error_of("memif:/s?mode=zc"),
             "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id or secret)");
   EXPECT_EQ(error_of("af_xdp:eth0?role=server"),
-            "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue or mode)");
+            "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue, mode, busy_poll or steer)");
   EXPECT_EQ(error_of("af_xdp:eth0?Queue=1"),
-            "\"af_xdp:eth0?Queue=1\": unknown parameter \"Queue\" (expected queue or mode)");
+            "\"af_xdp:eth0?Queue=1\": unknown parameter \"Queue\" (expected queue, mode, busy_poll or steer)");
 }
 
 TEST(LinkUri, BadValues) {
@@ -167,6 +170,13 @@ TEST(LinkUri, BadValues) {
     const std::string uri = std::string("af_xdp:eth0?queue=") + q;
     EXPECT_EQ(error_of(uri), "\"" + uri + "\": queue \"" + q + "\" is not a decimal number from 0 to 65535");
   }
+  for (const char* b : {"", "-1", "1000001", "5us"}) {
+    const std::string uri = std::string("af_xdp:eth0?busy_poll=") + b;
+    EXPECT_EQ(error_of(uri),
+              "\"" + uri + "\": busy_poll \"" + b + "\" is not a number of microseconds from 0 to 1000000");
+  }
+  EXPECT_EQ(error_of("af_xdp:eth0?steer=some"),
+            "\"af_xdp:eth0?steer=some\": unknown steer \"some\" (expected served or all)");
   for (const char* id : {"", "-1", "4294967296", "12345678901", "1x"}) {
     const std::string uri = std::string("memif:/s?id=") + id;
     EXPECT_EQ(error_of(uri),
