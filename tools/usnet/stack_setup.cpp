@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "usnet/link/af_xdp_link.hpp"
 #include "usnet/link/pcap_tap.hpp"
 
 namespace usnet::tool {
@@ -31,7 +32,8 @@ void install_stop_signals() {
 void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   cmd->add_option(
          "-l,--link", opt.link,
-         "Link URI: tap:NAME, af_packet:IFNAME, memif:/path.sock[?role=server|client] (af_xdp comes later)")
+         "Link URI: tap:NAME, af_packet:IFNAME, af_xdp:IFNAME[?queue=N&mode=zc|copy&busy_poll=US&steer=served|all], "
+         "memif:/path.sock[?role=server|client]")
       ->required();
   cmd->add_option("-a,--addr", opt.addr, "usnet's IPv4 address and prefix length")->capture_default_str();
   cmd->add_option("-g,--gateway", opt.gateway, "Default gateway (on a connected network)");
@@ -91,6 +93,11 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
   auto link = link::open_link(opt.link, *s->pool_, s->owner_);
   if (!link) return unexpected(link.error().message);
   s->link_ = std::move(*link);
+  if (auto* xdp = dynamic_cast<link::AfXdpLink*>(s->link_.get())) {
+    s->xdp_ = xdp;
+    fmt::print("af_xdp: {} mode, XDP program attached in {} mode{}\n", xdp->zero_copy() ? "zero-copy" : "copy",
+               xdp->xdp_mode(), xdp->shares_xdp_hook() ? " through libxdp's dispatcher" : " alone");
+  }
   if (!opt.pcap.empty()) {
     // pcap wants wall-clock times; the stack runs on the monotonic clock.
     const auto epoch =
@@ -153,6 +160,11 @@ udp::UdpLayer& ToolStack::udp() {
 std::string ToolStack::format_counters() const {
   std::string out = iface_->format_counters();
   if (udp_) out += udp_->format_counters();
+  if (xdp_ != nullptr) {
+    const auto c = xdp_->steer_counters();
+    out += fmt::format("Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n", c.redirected,
+                       c.passed);
+  }
   if (faults_ != nullptr) {
     const auto& f = faults_->rx_faults();
     out += fmt::format(

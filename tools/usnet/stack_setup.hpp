@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "usnet/link/af_xdp_link.hpp"
 #include "usnet/link/fault_injector.hpp"
 #include "usnet/link/link.hpp"
 #include "usnet/mem/arena.hpp"
@@ -68,6 +69,7 @@ class ToolStack {
   std::unique_ptr<net::Interface> iface_;
   std::unique_ptr<udp::UdpLayer> udp_;
   const link::FaultInjector* faults_ = nullptr;
+  const link::AfXdpLink* xdp_ = nullptr;  // the link, when it is AF_XDP (for its program's counters)
 };
 
 // "198.18.0.1/24" -> address and prefix length.
