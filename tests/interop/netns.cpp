@@ -258,4 +258,10 @@ CmdResult PeerNamespace::exec(const std::string& cmd, int timeout_s) const {
   return run({"/usr/sbin/ip", "netns", "exec", ns_, "/bin/sh", "-c", cmd}, timeout_s);
 }
 
+std::string prepare_af_xdp_peer(const PeerNamespace& ns) {
+  const auto r = ns.exec("ethtool -K " + ns.peer_if() + " tx off", 10);
+  if (r.status != 0) return "ethtool -K " + ns.peer_if() + " tx off failed: " + r.output;
+  return {};
+}
+
 }  // namespace usnet::test

@@ -33,6 +33,14 @@ CmdResult sh(const std::string& cmd, int timeout_s = 30);
 // Why an interop test cannot run here (not root, a tool missing), or empty.
 std::string interop_blocker(std::initializer_list<const char*> tools = {});
 
+class PeerNamespace;
+// Makes the kernel end of a veth pair send frames an AF_XDP link can check:
+// the kernel leaves the TCP/UDP checksum of local traffic to the "device"
+// (CHECKSUM_PARTIAL), veth never fills it in, and XDP sees the frame before
+// anything could; so transmit checksum offload is turned off on the peer.
+// Returns why it failed, or empty.
+std::string prepare_af_xdp_peer(const PeerNamespace& ns);
+
 // A namespace holding the kernel peer, joined to the root namespace by a
 // veth pair. The peer end is inside the namespace with `peer_cidr` (and
 // `peer_cidr6` if given); the usnet end stays in the root namespace, up,

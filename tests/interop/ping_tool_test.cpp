@@ -1,5 +1,6 @@
 // `usnet up` and `usnet ping` against the Linux kernel in a peer namespace,
-// over TAP and over AF_PACKET (veth): the kernel's ping reaches usnet (100
+// over TAP, AF_PACKET (veth) and AF_XDP (veth, XDP program steering usnet's
+// traffic to its socket and the rest to the kernel): the kernel's ping reaches usnet (100
 // echoes, none lost), usnet's ping reaches the kernel, each resolves the
 // other's MAC by ARP, and the pcap of the run reads cleanly in tshark.
 // Every command is bounded in time.
@@ -22,25 +23,37 @@ namespace {
 
 const std::string kCli = USNET_CLI;
 
-enum class Kind { Tap, AfPacket };
+enum class Kind { Tap, AfPacket, AfXdp };
 
 std::string kind_name(const testing::TestParamInfo<Kind>& i) {
-  return i.param == Kind::Tap ? "Tap" : "AfPacket";
+  switch (i.param) {
+    case Kind::Tap:
+      return "Tap";
+    case Kind::AfPacket:
+      return "AfPacket";
+    case Kind::AfXdp:
+      return "AfXdp";
+  }
+  return "?";
 }
 
 class PingTool : public testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
-    ASSERT_EQ(interop_blocker({"ping", "tshark"}), "");
+    ASSERT_EQ(interop_blocker({"ping", "tshark", "ethtool"}), "");
     auto ns = GetParam() == Kind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
+    if (GetParam() == Kind::AfXdp) {
+      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
+    }
     pcap_ = "/tmp/usnet-ping-" + std::to_string(::getpid()) + "-" + ns_->name() + ".pcap";
   }
   void TearDown() override { ::unlink(pcap_.c_str()); }
 
   std::string link_uri() const {
-    return GetParam() == Kind::Tap ? "tap:" + ns_->peer_if() : "af_packet:" + ns_->usnet_if();
+    if (GetParam() == Kind::Tap) return "tap:" + ns_->peer_if();
+    return (GetParam() == Kind::AfPacket ? "af_packet:" : "af_xdp:") + ns_->usnet_if();
   }
   // Runs the usnet command where it can reach its link: inside the
   // namespace for the TAP, in the root namespace for the veth end.
@@ -106,7 +119,7 @@ TEST_P(PingTool, UnansweredPingFailsWithLossReported) {
   EXPECT_NE(r.output.find("0 received, 100% packet loss"), std::string::npos) << r.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Links, PingTool, testing::Values(Kind::Tap, Kind::AfPacket), kind_name);
+INSTANTIATE_TEST_SUITE_P(Links, PingTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp), kind_name);
 
 TEST(PingToolErrors, BadArgumentsGetClearErrors) {
   auto r = sh(kCli + " ping --link tap:x 198.18.0.300", 10);

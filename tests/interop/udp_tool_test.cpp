@@ -1,5 +1,5 @@
 // `usnet udp-server` / `usnet udp-client` against the Linux kernel's UDP in a
-// peer namespace (socat on the kernel side), over TAP and AF_PACKET:
+// peer namespace (socat on the kernel side), over TAP, AF_PACKET and AF_XDP:
 // byte-exact echo both ways, including 8000-byte datagrams over a 1500-byte
 // MTU (fragmented and reassembled by each side); under injected loss and
 // corruption nothing corrupted reaches the application and the checksum
@@ -24,9 +24,17 @@ namespace {
 
 const std::string kCli = USNET_CLI;
 
-enum class Kind { Tap, AfPacket };
+enum class Kind { Tap, AfPacket, AfXdp };
 std::string kind_name(const testing::TestParamInfo<Kind>& i) {
-  return i.param == Kind::Tap ? "Tap" : "AfPacket";
+  switch (i.param) {
+    case Kind::Tap:
+      return "Tap";
+    case Kind::AfPacket:
+      return "AfPacket";
+    case Kind::AfXdp:
+      return "AfXdp";
+  }
+  return "?";
 }
 
 // "sent N, received M (x% loss), corrupted C, ..." -> {N, M, C}
@@ -43,13 +51,17 @@ EchoSummary summary_of(const std::string& out) {
 class UdpTool : public testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
-    ASSERT_EQ(interop_blocker({"socat", "ping"}), "");
+    ASSERT_EQ(interop_blocker({"socat", "ping", "ethtool"}), "");
     auto ns = GetParam() == Kind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
+    if (GetParam() == Kind::AfXdp) {
+      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
+    }
   }
   std::string link_uri() const {
-    return GetParam() == Kind::Tap ? "tap:" + ns_->peer_if() : "af_packet:" + ns_->usnet_if();
+    if (GetParam() == Kind::Tap) return "tap:" + ns_->peer_if();
+    return (GetParam() == Kind::AfPacket ? "af_packet:" : "af_xdp:") + ns_->usnet_if();
   }
   CmdResult usnet(const std::string& args, int timeout_s) const {
     const std::string cmd = kCli + " " + args;
@@ -143,7 +155,7 @@ TEST_P(UdpTool, InjectedLossAndCorruptionNeverDeliverBadData) {
   server.get();
 }
 
-INSTANTIATE_TEST_SUITE_P(Links, UdpTool, testing::Values(Kind::Tap, Kind::AfPacket), kind_name);
+INSTANTIATE_TEST_SUITE_P(Links, UdpTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp), kind_name);
 
 // Two usnet processes joined directly by memif (no kernel, no privileges):
 // ping and UDP echo, 8000-byte datagrams included.
