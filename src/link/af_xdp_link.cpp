@@ -55,18 +55,18 @@ std::string privilege_hint(int e) {
 // (and in attach_notes()) so a tool's output stays its own.
 std::string* g_xdp_log = nullptr;
 
-void collect(const char* format, va_list ap) {
+[[gnu::format(printf, 1, 0)]] void collect(const char* format, va_list ap) {
   if (g_xdp_log == nullptr || g_xdp_log->size() > 4096) return;
   std::array<char, 512> line{};
   const int n = std::vsnprintf(line.data(), line.size(), format, ap);
   if (n > 0)
     g_xdp_log->append(line.data(), std::min<std::size_t>(static_cast<std::size_t>(n), line.size() - 1));
 }
-int collect_libbpf(libbpf_print_level level, const char* format, va_list ap) {
+[[gnu::format(printf, 2, 0)]] int collect_libbpf(libbpf_print_level level, const char* format, va_list ap) {
   if (level == LIBBPF_WARN) collect(format, ap);
   return 0;
 }
-int collect_libxdp(libxdp_print_level level, const char* format, va_list ap) {
+[[gnu::format(printf, 2, 0)]] int collect_libxdp(libxdp_print_level level, const char* format, va_list ap) {
   if (level == LIBXDP_WARN) collect(format, ap);
   return 0;
 }
@@ -230,13 +230,19 @@ Expected<std::unique_ptr<AfXdpLink>, LinkError> AfXdpLink::open(const AfXdpOptio
     return unexpected(error(uri, e, with_log(what, log)));
   };
   {
-    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = "usnet_steer");
+    // (libbpf's LIBBPF_OPTS macro is C: the options are filled by hand.)
+    bpf_object_open_opts open_opts{};
+    open_opts.sz = sizeof open_opts;
+    open_opts.object_name = "usnet_steer";
     impl->obj = bpf_object__open_mem(xdp::steer_object().data(), xdp::steer_object().size(), &open_opts);
     if (impl->obj == nullptr) {
       const int e = errno;
       return fail(e, "cannot open the XDP program: " + describe_errno(e));
     }
-    DECLARE_LIBXDP_OPTS(xdp_program_opts, prog_opts, .obj = impl->obj, .prog_name = "usnet_steer");
+    xdp_program_opts prog_opts{};
+    prog_opts.sz = sizeof prog_opts;
+    prog_opts.obj = impl->obj;
+    prog_opts.prog_name = "usnet_steer";
     impl->prog = xdp_program__create(&prog_opts);
     if (const long e = libxdp_get_error(impl->prog); e != 0) {
       impl->prog = nullptr;
