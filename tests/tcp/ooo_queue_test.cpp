@@ -230,11 +230,46 @@ TEST_P(OooQueueTest, RandomOrderMatchesReferenceModel) {
         off = rcv + static_cast<std::uint32_t>(rng() % 16000);
       }
       const std::uint32_t len = 1 + static_cast<std::uint32_t>(rng() % 1460);
+      bool any_new = false, any_old = false;
+      std::uint32_t first_old = 0, old_run_end = 0;  // the lowest run of old bytes
+      for (std::uint32_t k = off; k < off + len; ++k) {
+        const bool old = k < rcv || have[k];
+        any_new = any_new || !old;
+        if (old && !any_old) first_old = old_run_end = k;
+        if (old && old_run_end == k) old_run_end = k + 1;
+        any_old = any_old || old;
+      }
       const auto res = r.put(off, len);
       ASSERT_TRUE(res == OooResult::Queued || res == OooResult::Duplicate) << to_string(res);
       for (std::uint32_t k = off; k < off + len; ++k) have[k] = true;
-      // Duplicate iff no byte in [off, off+len) was new above RCV.NXT: the
-      // D-SACK block is set whenever some byte was seen before.
+      // Queued iff some byte was new; a D-SACK iff some byte was seen before.
+      ASSERT_EQ(res == OooResult::Queued, any_new);
+      ASSERT_EQ(r.queue->dsack().has_value(), any_old);
+      if (any_old) {
+        // RFC 2883 4: the lowest contiguous run of duplicate bytes.
+        ASSERT_EQ(r.queue->dsack()->left, r.base_ + first_old);
+        ASSERT_EQ(r.queue->dsack()->right, r.base_ + old_run_end);
+      }
+      // RFC 2018 4: after the D-SACK block (if any) the first block holds
+      // this segment, and every block is a maximal run of queued bytes.
+      const auto blocks = r.sacks(4);
+      const std::size_t first_run = any_old ? 1 : 0;
+      // (RFC 2883 4.2: for a duplicate of queued data, the block holding it.)
+      const std::uint32_t above = std::max(off, rcv);
+      if (above < off + len) {
+        ASSERT_GT(blocks.size(), first_run);
+        const std::uint32_t b0 = distance(r.base_, blocks[first_run].left);
+        const std::uint32_t b1 = distance(r.base_, blocks[first_run].right);
+        ASSERT_TRUE(b0 < off + len && above < b1) << b0 << " " << b1 << " " << off << " " << len;
+      }
+      for (std::size_t k = first_run; k < blocks.size(); ++k) {
+        const std::uint32_t b0 = distance(r.base_, blocks[k].left);
+        const std::uint32_t b1 = distance(r.base_, blocks[k].right);
+        ASSERT_TRUE(b0 >= rcv && b0 < b1);
+        ASSERT_TRUE(b0 == rcv || !have[b0 - 1]);
+        ASSERT_FALSE(have[b1]);
+        for (std::uint32_t x = b0; x < b1; ++x) ASSERT_TRUE(have[x]);
+      }
       r.deliver_in_order();
       ASSERT_NO_FATAL_FAILURE(r.check_invariants());
       // Queue coverage == received bytes above RCV.NXT.
