@@ -92,10 +92,10 @@ struct SackScoreboardConfig {
 struct SackUpdateResult {
   std::optional<SackBlock> dsack;  // RFC 2883: the first block was a D-SACK
   std::uint32_t newly_sacked = 0;  // bytes newly marked SACKed (for DeliveredData)
-  std::uint8_t blocks_recorded = 0;
-  std::uint8_t blocks_malformed = 0;   // left >= right
-  std::uint8_t blocks_old = 0;         // ending at or below SND.UNA (and not a D-SACK)
-  std::uint8_t blocks_beyond = 0;      // ending above SND.NXT
+  std::uint16_t blocks_recorded = 0;
+  std::uint16_t blocks_malformed = 0;  // left >= right
+  std::uint16_t blocks_old = 0;        // ending at or below SND.UNA (and not a D-SACK)
+  std::uint16_t blocks_beyond = 0;     // ending above SND.NXT
   std::uint32_t ranges_forgotten = 0;  // ranges dropped at the max_ranges bound
   std::uint32_t work = 0;              // elementary steps taken (see the header)
 };
@@ -139,7 +139,8 @@ class SackScoreboard {
 
   // Processes an acceptable ACK (the caller has run RFC 9293 / RFC 5961 ACK
   // checks): `ack` is its ACK field, snd_nxt the sender's SND.NXT, blocks its
-  // SACK blocks in the order received. Moves SND.UNA up (never down), drops
+  // SACK blocks in the order received (at most 4 fit an option; the work is
+  // linear in their number). Moves SND.UNA up (never down), drops
   // state below it, records the valid blocks, ends a recovery whose point is
   // reached.
   SackUpdateResult update(SeqNum ack, SeqNum snd_nxt, std::span<const SackBlock> blocks) noexcept;
@@ -154,6 +155,8 @@ class SackScoreboard {
   std::uint32_t set_pipe() const noexcept;
   NextSeg next_seg(bool can_send_new_data) const noexcept;
   // Records a segment handed out by next_seg() or fast_retransmit() as sent.
+  // A caller retransmitting on its own (after a timeout, from
+  // next_unsacked()) reports it as Unlost, so that HighRxt and SetPipe see it.
   void on_transmit(const NextSeg& seg) noexcept;
 
   // RFC 6675 5 (4.1): RecoveryPoint = HighData; HighRxt = HighACK; a fresh
