@@ -1,0 +1,319 @@
+// One TCP connection (RFC 9293): the transmission control block, the state
+// machine and the segment arrival rules, with the RFC 5961 defences, RFC 7323
+// window scaling, timestamps and PAWS, the RFC 6298 retransmission timer and
+// NewReno loss recovery (RFC 5681, RFC 6582) driven by a congestion
+// controller (congestion.hpp).
+//
+// The connection does no I/O and reads no clock. Segments arrive through
+// on_segment() (already demultiplexed to it by its 4-tuple and checksum-
+// verified by the layer), time through on_timer(now) at or after
+// next_deadline(), and every segment it sends goes to the SegmentSink it
+// was given, as a header (wire::TcpRepr) and up to two payload spans.
+//
+// Buffers (this version): a copying send buffer and receive buffer (ByteRing)
+// of configured sizes. Out-of-order data is not queued yet: it is dropped
+// and answered with a duplicate ACK, so the peer's fast retransmit repairs
+// it. (The pool-buffer queues with SACK, ooo_queue.hpp and
+// sack_scoreboard.hpp, replace these next.)
+//
+// Segment arrival follows RFC 9293 3.10.7 step by step; the code names the
+// steps. Deviations, each a later RFC's rule:
+//   - RFC 5961 3: an RST in the window but not at RCV.NXT, and (4) a SYN in
+//     any synchronized state, get a challenge ACK; (5) an ACK below
+//     SND.UNA - MAX.SND.WND or above SND.NXT is dropped and ACKed. Challenge
+//     ACKs are limited per connection to challenge_ack_limit per second plus
+//     a random part of up to half that, drawn again each second, so an
+//     attacker cannot count them to learn the window (RFC 5961 7, CVE-2016-5696).
+//   - RFC 7323 5: PAWS drops a non-RST segment whose timestamp is older than
+//     TS.Recent (and ACKs it); TS.Recent is updated only from segments that
+//     cover RCV.NXT (5.3 rule R3).
+//   - RFC 1122 4.2.3.3 / RFC 9293 3.8.6.2: receiver silly window avoidance;
+//     sender: Nagle (unless no_delay) and the RFC 9293 3.8.6.2.1 rules.
+//   - The urgent mechanism is not supported: URG is ignored and the data is
+//     delivered in line (RFC 6093 advises against new uses); an urgent
+//     pointer past the payload is harmless (ROBUSTNESS 9).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "usnet/tcp/byte_ring.hpp"
+#include "usnet/tcp/congestion.hpp"
+#include "usnet/util/expected.hpp"
+#include "usnet/wire/addr.hpp"
+#include "usnet/wire/seq.hpp"
+#include "usnet/wire/tcp.hpp"
+
+namespace usnet::tcp {
+
+using wire::SeqNum;
+
+enum class State : std::uint8_t {
+  kClosed,
+  kListen,
+  kSynSent,
+  kSynReceived,
+  kEstablished,
+  kFinWait1,
+  kFinWait2,
+  kCloseWait,
+  kClosing,
+  kLastAck,
+  kTimeWait,
+};
+const char* to_string(State s) noexcept;
+
+struct ConnectionConfig {
+  std::size_t send_buffer = std::size_t{256} * 1024;
+  std::size_t recv_buffer = std::size_t{256} * 1024;
+  // The MSS this side announces: what fits the local MTU (1500 - 40).
+  std::uint16_t mss = 1460;
+  // Below this the peer's MSS is raised to it (a peer cannot make us send
+  // 1-byte segments: ROBUSTNESS 10). RFC 9293 3.7.1: 536 is the default
+  // when the peer sends none.
+  std::uint16_t min_mss = 88;
+  // RFC 6298: initial RTO 1 s, lower bound (RFC 6298 says 1 s; a low
+  // latency network recovers faster with less, as Linux's 200 ms), upper 60 s+.
+  Nanos initial_rto = std::chrono::seconds(1);
+  Nanos min_rto = std::chrono::milliseconds(200);
+  Nanos max_rto = std::chrono::seconds(120);
+  // RFC 9293 3.8.3: R2, retransmissions of one segment after which the
+  // connection is given up (ETIMEDOUT); SYNs have their own (Linux 6).
+  std::uint32_t max_retransmits = 15;
+  std::uint32_t max_syn_retransmits = 6;
+  // TIME-WAIT lasts 2 * msl (RFC 9293 3.4.2 suggests MSL = 2 min; Linux
+  // holds TIME-WAIT 60 s).
+  Nanos msl = std::chrono::seconds(30);
+  // Delayed ACK (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): at most this late,
+  // and at least every second full-sized segment is ACKed at once.
+  Nanos delayed_ack = std::chrono::milliseconds(40);
+  // Segments ACKed at once at the start of the connection (quick ACK, as
+  // Linux: the peer's slow start is not held back by delayed ACKs).
+  std::uint32_t quick_acks = 16;
+  bool no_delay = false;  // disables Nagle (TCP_NODELAY)
+  bool window_scaling = true;
+  bool timestamps = true;
+  bool sack = false;                       // not yet: the SACK scoreboard is not wired in
+  std::uint8_t window_shift = 7;           // the shift we announce (RFC 7323 2.2), <= 14
+  std::uint32_t challenge_ack_limit = 10;  // per second, plus up to half again at random
+  CongestionAlgorithm congestion = kDefaultCongestionAlgorithm;
+};
+
+// Where the connection's segments go.
+class SegmentSink {
+ public:
+  virtual ~SegmentSink() = default;
+  // A segment: the header (payload_len set) and its payload, in up to two
+  // pieces. The sink adds the IP header, computes the checksum and sends.
+  virtual void send_segment(const wire::TcpRepr& header, std::span<const std::byte> payload_a,
+                            std::span<const std::byte> payload_b, Nanos now) = 0;
+};
+
+struct Endpoints {
+  wire::Ipv4Addr local_addr;
+  std::uint16_t local_port = 0;
+  wire::Ipv4Addr remote_addr;
+  std::uint16_t remote_port = 0;
+  friend bool operator==(const Endpoints&, const Endpoints&) = default;
+};
+
+// Why a segment was dropped, for counters.
+enum class SegmentDrop : std::uint8_t {
+  kNotAcceptable,    // RFC 9293 3.10.7.4 first: outside the receive window
+  kPaws,             // RFC 7323 5: timestamp older than TS.Recent
+  kRstOutOfWindow,   // RST outside the window: ignored
+  kRstChallenged,    // RST in the window but not exact: challenge ACK
+  kSynChallenged,    // SYN in a synchronized state: challenge ACK
+  kAckUnacceptable,  // RFC 5961 5.2: ACK outside [SND.UNA - MAX.SND.WND, SND.NXT]
+  kNoAck,            // no ACK bit in a synchronized state
+  kOutOfOrder,       // data beyond RCV.NXT (not queued in this version)
+  kBadSynSentAck,    // SYN-SENT: an ACK for something we never sent
+  kClosed,           // the connection is closed
+  kCount
+};
+inline constexpr std::size_t kSegmentDropCount = static_cast<std::size_t>(SegmentDrop::kCount);
+const char* to_string(SegmentDrop d) noexcept;
+
+struct ConnectionCounters {
+  std::uint64_t segments_in = 0, segments_out = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;  // payload, in order / first transmissions
+  std::uint64_t retransmits = 0;              // segments sent again (timeout or fast retransmit)
+  std::uint64_t retransmitted_bytes = 0;
+  std::uint64_t timeouts = 0;          // RTO expiries
+  std::uint64_t fast_retransmits = 0;  // recoveries entered on three duplicate ACKs
+  std::uint64_t dup_acks = 0;
+  std::uint64_t challenge_acks = 0;          // sent
+  std::uint64_t challenge_acks_limited = 0;  // withheld by the rate limit
+  std::uint64_t window_probes = 0;           // zero-window probes sent
+  std::uint64_t delayed_acks = 0;            // ACKs sent by the delayed-ACK timer
+  std::array<std::uint64_t, kSegmentDropCount> drops{};
+  void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
+  std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
+};
+
+class Connection {
+ public:
+  // `random` seeds the challenge-ACK randomness and the timestamp offset
+  // (the caller draws it from a random source; tests fix it).
+  static Expected<std::unique_ptr<Connection>, std::error_code> create(const ConnectionConfig& config,
+                                                                       const Endpoints& endpoints,
+                                                                       SegmentSink& sink,
+                                                                       std::uint64_t random);
+
+  // Active open (RFC 9293 3.10.1): sends the SYN; SYN-SENT. EISCONN unless CLOSED.
+  std::error_code connect(SeqNum iss, Nanos now);
+  // Passive open: the layer found `syn` for a listener and made this
+  // connection for it: SYN-RECEIVED, the SYN,ACK sent (RFC 9293 3.10.7.2).
+  std::error_code accept_syn(const wire::TcpRepr& syn, SeqNum iss, Nanos now);
+
+  // A segment for this connection (checksum verified). RFC 9293 3.10.7.
+  void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now);
+  // Runs the timers due at `now` (retransmission, persist, delayed ACK,
+  // TIME-WAIT).
+  void on_timer(Nanos now);
+  Nanos next_deadline() const noexcept;
+
+  // Application. send(): copies what fits into the send buffer and sends
+  // what the windows allow; EPIPE after shutdown_write() or close,
+  // ENOTCONN before the connection is established (no data in SYNs), the
+  // connection's error once it failed.
+  Expected<std::size_t, std::error_code> send(std::span<const std::byte> data, Nanos now);
+  // Copies received bytes out; 0 bytes with eof() at the end of the stream.
+  Expected<std::size_t, std::error_code> receive(std::span<std::byte> out, Nanos now);
+  // Sends FIN after the queued data (SHUT_WR).
+  std::error_code shutdown_write(Nanos now);
+  // close(): shutdown_write(), and received data is discarded from now on;
+  // if unread data was pending, RST instead (RFC 9293 3.10.4, as Linux).
+  void close(Nanos now);
+  // Sends RST (when synchronized) and goes to CLOSED at once.
+  void abort(Nanos now);
+
+  State state() const noexcept { return state_; }
+  bool established() const noexcept;
+  // True once the peer's FIN has been received and every byte read.
+  bool eof() const noexcept { return fin_received_ && recv_.empty(); }
+  std::size_t readable() const noexcept { return recv_.size(); }
+  std::size_t writable() const noexcept { return shut_wr_ ? 0 : send_.free_space(); }
+  // The error that ended the connection (ECONNRESET, ECONNREFUSED,
+  // ETIMEDOUT), or none.
+  std::error_code error() const noexcept { return error_; }
+  const Endpoints& endpoints() const noexcept { return ep_; }
+  const ConnectionCounters& counters() const noexcept { return counters_; }
+  const CongestionControl& congestion() const noexcept { return *cc_; }
+
+  // For tests and reports.
+  SeqNum snd_una() const noexcept { return snd_una_; }
+  SeqNum snd_nxt() const noexcept { return snd_nxt_; }
+  SeqNum rcv_nxt() const noexcept { return rcv_nxt_; }
+  std::uint32_t snd_wnd() const noexcept { return snd_wnd_; }
+  std::uint16_t peer_mss() const noexcept { return snd_mss_; }
+  Nanos rto() const noexcept { return rto_; }
+  Nanos srtt() const noexcept { return srtt_; }
+  bool timestamps_on() const noexcept { return ts_on_; }
+  std::uint8_t snd_shift() const noexcept { return snd_shift_; }
+  std::uint8_t rcv_shift() const noexcept { return rcv_shift_; }
+
+ private:
+  Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
+             std::uint64_t random, std::unique_ptr<CongestionControl> cc);
+
+  // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
+  void on_segment_syn_sent(const wire::TcpRepr& seg, Nanos now);
+  void on_segment_synchronized(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now);
+  bool acceptable(const wire::TcpRepr& seg, std::uint32_t seg_len) const noexcept;
+  // Step five for an acceptable ACK; false if the segment is to be dropped.
+  bool process_ack(const wire::TcpRepr& seg, Nanos now);
+  void take_peer_options(const wire::TcpRepr& syn);
+
+  // Output.
+  void output(Nanos now);
+  void send_syn(bool with_ack, Nanos now);
+  void send_ack(Nanos now);
+  void send_challenge_ack(Nanos now);
+  void send_rst(SeqNum seq, Nanos now);
+  void send_data(SeqNum seq, std::size_t len, bool fin, Nanos now);
+  wire::TcpRepr header(SeqNum seq, std::uint8_t flags, Nanos now) const;
+  std::uint16_t window_to_advertise();
+  void retransmit_head(Nanos now);
+
+  // Timers.
+  void arm_rto(Nanos now);
+  void on_rto(Nanos now);
+  void update_rtt(Nanos sample) noexcept;
+  std::uint32_t ts_now(Nanos now) const noexcept;
+
+  void enter_time_wait(Nanos now);
+  void set_closed(std::error_code error);
+  std::uint64_t next_random() noexcept;
+  std::uint32_t flight_size() const noexcept;
+
+  ConnectionConfig config_;
+  Endpoints ep_;
+  SegmentSink* sink_;
+  std::unique_ptr<CongestionControl> cc_;
+  State state_ = State::kClosed;
+  std::error_code error_;
+  ConnectionCounters counters_;
+
+  // Send sequence variables (RFC 9293 3.3.1).
+  SeqNum iss_, snd_una_, snd_nxt_, snd_wl1_, snd_wl2_;
+  SeqNum snd_max_;                 // highest sequence sent + 1 (SND.NXT before a go-back)
+  std::uint32_t snd_wnd_ = 0;      // scaled
+  std::uint32_t max_snd_wnd_ = 0;  // largest window the peer offered (RFC 5961 5.2)
+  std::uint16_t snd_mss_ = 536;
+  // Receive sequence variables.
+  SeqNum irs_, rcv_nxt_;
+  SeqNum rcv_adv_;  // RCV.NXT + the window last advertised: never shrunk (RFC 9293 3.8.6.2.2)
+
+  // Options negotiated in the handshake.
+  std::uint8_t snd_shift_ = 0;  // applied to windows the peer sends
+  std::uint8_t rcv_shift_ = 0;  // applied to windows we send
+  bool ts_on_ = false;
+  std::uint32_t ts_recent_ = 0;
+  std::uint32_t ts_offset_ = 0;
+
+  ByteRing send_;          // bytes from SND.UNA (the head) on: unacknowledged, then unsent
+  ByteRing recv_;          // in-order bytes the application has not read
+  bool shut_wr_ = false;   // the application will send no more: FIN after send_
+  bool fin_sent_ = false;  // our FIN has a sequence number (snd_max_ covers it)
+  bool fin_received_ = false;
+  bool closed_by_app_ = false;
+
+  // Retransmission (RFC 6298) and recovery.
+  Nanos rto_;
+  Nanos srtt_{0};
+  Nanos rttvar_{0};
+  bool have_rtt_ = false;
+  Nanos rto_deadline_ = Nanos::max();
+  std::uint32_t retransmits_ = 0;  // consecutive timeouts of the head
+  bool rtt_timing_ = false;        // Karn: one segment timed at a time without timestamps
+  SeqNum rtt_seq_;
+  Nanos rtt_start_{0};
+  std::uint32_t dup_acks_ = 0;
+  bool in_recovery_ = false;
+  SeqNum recover_;  // RFC 6582: SND.NXT when recovery started
+
+  // Zero-window probing (RFC 9293 3.8.6.1).
+  Nanos persist_deadline_ = Nanos::max();
+  std::uint32_t persist_backoff_ = 0;
+
+  // Delayed ACK.
+  Nanos delack_deadline_ = Nanos::max();
+  std::uint32_t unacked_segments_ = 0;
+  std::uint32_t quick_acks_left_ = 0;
+
+  Nanos time_wait_deadline_ = Nanos::max();
+
+  // Challenge ACK rate limit (RFC 5961 7).
+  Nanos challenge_window_start_{0};
+  std::uint32_t challenge_allowance_ = 0;
+  std::uint64_t rng_;
+};
+
+}  // namespace usnet::tcp

@@ -1,0 +1,941 @@
+#include "usnet/tcp/connection.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+namespace usnet::tcp {
+
+namespace {
+
+using std::chrono::milliseconds;
+using wire::TcpFlags;
+using wire::TcpRepr;
+
+std::error_code err(int e) { return {e, std::generic_category()}; }
+
+bool synchronized(State s) {
+  return s != State::kClosed && s != State::kListen && s != State::kSynSent && s != State::kSynReceived;
+}
+
+// States in which this side may still send data or its FIN.
+bool may_send(State s) {
+  return s == State::kEstablished || s == State::kCloseWait || s == State::kFinWait1 ||
+         s == State::kClosing || s == State::kLastAck;
+}
+
+// RFC 9293 3.4: the sequence space a segment occupies.
+std::uint32_t seg_len(const TcpRepr& seg) {
+  return seg.payload_len + (seg.flags.syn() ? 1u : 0u) + (seg.flags.fin() ? 1u : 0u);
+}
+
+// RFC 7323 5.3: timestamps compare modulo 2^32 like sequence numbers.
+bool ts_before(std::uint32_t a, std::uint32_t b) { return static_cast<std::int32_t>(a - b) < 0; }
+
+// RFC 9293 3.8.6.2.1: the sender's override timeout, 0.1 to 1 s.
+constexpr Nanos kSwsOverride = std::chrono::milliseconds(200);
+
+}  // namespace
+
+const char* to_string(State s) noexcept {
+  switch (s) {
+    case State::kClosed:
+      return "CLOSED";
+    case State::kListen:
+      return "LISTEN";
+    case State::kSynSent:
+      return "SYN-SENT";
+    case State::kSynReceived:
+      return "SYN-RECEIVED";
+    case State::kEstablished:
+      return "ESTABLISHED";
+    case State::kFinWait1:
+      return "FIN-WAIT-1";
+    case State::kFinWait2:
+      return "FIN-WAIT-2";
+    case State::kCloseWait:
+      return "CLOSE-WAIT";
+    case State::kClosing:
+      return "CLOSING";
+    case State::kLastAck:
+      return "LAST-ACK";
+    case State::kTimeWait:
+      return "TIME-WAIT";
+  }
+  return "?";
+}
+
+const char* to_string(SegmentDrop d) noexcept {
+  switch (d) {
+    case SegmentDrop::kNotAcceptable:
+      return "outside the receive window";
+    case SegmentDrop::kPaws:
+      return "old timestamp (PAWS)";
+    case SegmentDrop::kRstOutOfWindow:
+      return "rst outside the window";
+    case SegmentDrop::kRstChallenged:
+      return "rst in the window, not at rcv.nxt (challenged)";
+    case SegmentDrop::kSynChallenged:
+      return "syn on a synchronized connection (challenged)";
+    case SegmentDrop::kAckUnacceptable:
+      return "ack outside the send window";
+    case SegmentDrop::kNoAck:
+      return "no ack bit";
+    case SegmentDrop::kOutOfOrder:
+      return "out of order (not queued)";
+    case SegmentDrop::kBadSynSentAck:
+      return "ack in syn-sent for nothing we sent";
+    case SegmentDrop::kClosed:
+      return "connection closed";
+    case SegmentDrop::kCount:
+      break;
+  }
+  return "?";
+}
+
+Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(const ConnectionConfig& config,
+                                                                          const Endpoints& endpoints,
+                                                                          SegmentSink& sink,
+                                                                          std::uint64_t random) {
+  if (config.send_buffer == 0 || config.recv_buffer == 0 || config.mss < config.min_mss ||
+      config.min_mss < 64 || config.window_shift > wire::TcpOptions::kMaxWindowScale ||
+      config.min_rto <= Nanos{0} || config.max_rto < config.min_rto || config.initial_rto < config.min_rto ||
+      config.msl < Nanos{0}) {
+    return unexpected(err(EINVAL));
+  }
+  // A window above 2^30 cannot be told apart from old segments (RFC 7323 2.3).
+  if (config.recv_buffer > (std::size_t{1} << 30) || config.send_buffer > (std::size_t{1} << 30)) {
+    return unexpected(err(EINVAL));
+  }
+  CongestionConfig cc_config;
+  cc_config.smss = config.mss;
+  auto cc = make_congestion_control(config.congestion, cc_config);
+  if (!cc) return unexpected(cc.error());
+  return std::unique_ptr<Connection>(new Connection(config, endpoints, sink, random, std::move(*cc)));
+}
+
+Connection::Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
+                       std::uint64_t random, std::unique_ptr<CongestionControl> cc)
+    : config_(config),
+      ep_(endpoints),
+      sink_(&sink),
+      cc_(std::move(cc)),
+      send_(config.send_buffer),
+      recv_(config.recv_buffer),
+      rto_(config.initial_rto),
+      quick_acks_left_(config.quick_acks),
+      rng_(random | 1) {
+  ts_offset_ = static_cast<std::uint32_t>(next_random());
+}
+
+std::uint64_t Connection::next_random() noexcept {
+  // xorshift64*: enough to make the challenge-ACK allowance unpredictable
+  // from outside when seeded from a random source.
+  rng_ ^= rng_ >> 12;
+  rng_ ^= rng_ << 25;
+  rng_ ^= rng_ >> 27;
+  return rng_ * 0x2545f4914f6cdd1dull;
+}
+
+bool Connection::established() const noexcept { return synchronized(state_) && state_ != State::kTimeWait; }
+
+std::uint32_t Connection::ts_now(Nanos now) const noexcept {
+  // RFC 7323 5.4: a clock of 1 ms ticks, offset per connection (RFC 7323 6).
+  return static_cast<std::uint32_t>(std::chrono::duration_cast<milliseconds>(now).count()) + ts_offset_;
+}
+
+std::uint32_t Connection::flight_size() const noexcept { return distance(snd_una_, snd_max_); }
+
+// ---------------------------------------------------------------------------
+// Opening
+
+std::error_code Connection::connect(SeqNum iss, Nanos now) {
+  if (state_ != State::kClosed || error_) return err(EISCONN);
+  iss_ = iss;
+  snd_una_ = iss;
+  snd_nxt_ = iss;
+  snd_max_ = iss;
+  recover_ = iss;
+  state_ = State::kSynSent;
+  send_syn(false, now);
+  return {};
+}
+
+std::error_code Connection::accept_syn(const TcpRepr& syn, SeqNum iss, Nanos now) {
+  if (state_ != State::kClosed || !syn.flags.syn() || syn.flags.ack() || syn.flags.rst()) return err(EINVAL);
+  irs_ = syn.seq;
+  rcv_nxt_ = syn.seq + 1;
+  rcv_adv_ = rcv_nxt_;
+  take_peer_options(syn);
+  iss_ = iss;
+  snd_una_ = iss;
+  snd_nxt_ = iss;
+  snd_max_ = iss;
+  recover_ = iss;
+  // RFC 7323 2.2: the window of a SYN is never scaled.
+  snd_wnd_ = syn.window;
+  max_snd_wnd_ = snd_wnd_;
+  snd_wl1_ = syn.seq;
+  snd_wl2_ = iss;
+  state_ = State::kSynReceived;
+  send_syn(true, now);
+  return {};
+}
+
+void Connection::take_peer_options(const TcpRepr& syn) {
+  const auto& o = syn.options;
+  // RFC 9293 3.7.1: 536 when the peer names none; never more than our own
+  // MTU allows, never below min_mss (a peer cannot make us send tiny
+  // segments: ROBUSTNESS 10).
+  std::uint16_t mss = o.mss.value_or(536);
+  mss = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
+  snd_mss_ = mss;
+  cc_->set_smss(snd_mss_);
+  // RFC 7323 2.2: scaling only when both sides sent the option.
+  if (config_.window_scaling && o.window_scale) {
+    snd_shift_ = *o.window_scale;
+    rcv_shift_ = config_.window_shift;
+  } else {
+    snd_shift_ = 0;
+    rcv_shift_ = 0;
+  }
+  if (config_.timestamps && o.timestamps) {
+    ts_on_ = true;
+    ts_recent_ = o.timestamps->tsval;
+  } else {
+    ts_on_ = false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Segment arrival (RFC 9293 3.10.7)
+
+void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now) {
+  ++counters_.segments_in;
+  payload = payload.first(std::min<std::size_t>(payload.size(), seg.payload_len));
+  switch (state_) {
+    case State::kClosed:
+    case State::kListen:
+      // The layer answers segments for closed connections (3.10.7.1).
+      counters_.drop(SegmentDrop::kClosed);
+      return;
+    case State::kSynSent:
+      on_segment_syn_sent(seg, now);
+      return;
+    default:
+      on_segment_synchronized(seg, payload, now);
+      return;
+  }
+}
+
+// RFC 9293 3.10.7.3, with RFC 5961 3.2's rule for RST.
+void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
+  // First, check the ACK bit.
+  const bool ack = seg.flags.ack();
+  if (ack && (seg.ack <= iss_ || seg.ack > snd_max_)) {
+    counters_.drop(SegmentDrop::kBadSynSentAck);
+    if (!seg.flags.rst()) send_rst(seg.ack, now);
+    return;
+  }
+  // Second, the RST bit: only with an acceptable ACK (otherwise anyone
+  // could kill a connection being opened).
+  if (seg.flags.rst()) {
+    if (ack) {
+      set_closed(err(ECONNREFUSED));
+    } else {
+      counters_.drop(SegmentDrop::kRstOutOfWindow);
+    }
+    return;
+  }
+  // Fourth, the SYN bit.
+  if (!seg.flags.syn()) {
+    counters_.drop(SegmentDrop::kNoAck);
+    return;
+  }
+  irs_ = seg.seq;
+  rcv_nxt_ = seg.seq + 1;
+  rcv_adv_ = rcv_nxt_;
+  take_peer_options(seg);
+  if (ack) {
+    snd_una_ = seg.ack;
+    if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
+  }
+  if (snd_una_ > iss_) {
+    // Our SYN is acknowledged: ESTABLISHED.
+    state_ = State::kEstablished;
+    snd_wnd_ = seg.window;  // never scaled in a SYN (RFC 7323 2.2)
+    max_snd_wnd_ = snd_wnd_;
+    snd_wl1_ = seg.seq;
+    snd_wl2_ = seg.ack;
+    if (rtt_timing_) {  // Karn: only a SYN sent once gives a sample
+      update_rtt(now - rtt_start_);
+      rtt_timing_ = false;
+    }
+    retransmits_ = 0;
+    rto_deadline_ = Nanos::max();
+    send_ack(now);
+    output(now);
+    return;
+  }
+  // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
+  state_ = State::kSynReceived;
+  snd_wnd_ = seg.window;
+  max_snd_wnd_ = snd_wnd_;
+  snd_wl1_ = seg.seq;
+  snd_nxt_ = iss_;
+  send_syn(true, now);
+}
+
+bool Connection::acceptable(const TcpRepr& seg, std::uint32_t len) const noexcept {
+  // RFC 9293 3.10.7.4 first: the four cases.
+  const std::uint32_t wnd = distance(rcv_nxt_, rcv_adv_) > (1u << 31) ? 0 : distance(rcv_nxt_, rcv_adv_);
+  const SeqNum end = rcv_nxt_ + wnd;
+  auto in_window = [&](SeqNum s) { return rcv_nxt_ <= s && s < end; };
+  if (len == 0) return wnd == 0 ? seg.seq == rcv_nxt_ : in_window(seg.seq);
+  if (wnd == 0) return false;
+  return in_window(seg.seq) || in_window(seg.seq + (len - 1));
+}
+
+void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now) {
+  std::uint32_t len = seg_len(seg);
+  // RFC 7323 5.3 R1: PAWS, before anything else (an RST is still judged by
+  // its sequence number: R1 exempts it so that a peer with a reset clock
+  // can still reset).
+  if (ts_on_ && seg.options.timestamps && !seg.flags.rst() &&
+      ts_before(seg.options.timestamps->tsval, ts_recent_)) {
+    counters_.drop(SegmentDrop::kPaws);
+    send_ack(now);
+    return;
+  }
+
+  // First, check the sequence number.
+  if (!acceptable(seg, len)) {
+    // RFC 9293 3.10.7.4: with a zero window, ACKs at RCV.NXT are still
+    // processed (their data is not).
+    const bool zero_window_ack =
+        seg.seq == rcv_nxt_ && rcv_adv_ == rcv_nxt_ && seg.flags.ack() && !seg.flags.rst();
+    if (!zero_window_ack) {
+      if (state_ == State::kTimeWait && seg.flags.fin() && !seg.flags.rst()) {
+        // The peer's FIN again (our last ACK was lost): ACK it and restart
+        // the 2 MSL timeout (RFC 9293 3.10.7.4 eighth, TIME-WAIT).
+        time_wait_deadline_ = now + 2 * config_.msl;
+      }
+      if (seg.flags.rst()) {
+        counters_.drop(SegmentDrop::kRstOutOfWindow);
+      } else {
+        counters_.drop(SegmentDrop::kNotAcceptable);
+        send_ack(now);
+      }
+      return;
+    }
+    payload = {};
+    len = 0;
+  }
+
+  // RFC 7323 5.3 R3: TS.Recent from a segment that covers Last.ACK.sent.
+  if (ts_on_ && seg.options.timestamps && seg.seq <= rcv_nxt_ &&
+      !ts_before(seg.options.timestamps->tsval, ts_recent_)) {
+    ts_recent_ = seg.options.timestamps->tsval;
+  }
+
+  // Second, check the RST bit (RFC 5961 3.2).
+  if (seg.flags.rst()) {
+    if (seg.seq != rcv_nxt_) {
+      counters_.drop(SegmentDrop::kRstChallenged);
+      send_challenge_ack(now);
+      return;
+    }
+    switch (state_) {
+      case State::kSynReceived:
+        // A passive open goes back to LISTEN: for us the listener is the
+        // layer's, so this connection just ends; an active one is refused.
+        set_closed(err(ECONNREFUSED));
+        return;
+      case State::kClosing:
+      case State::kLastAck:
+      case State::kTimeWait:
+        set_closed({});
+        return;
+      default:
+        set_closed(err(ECONNRESET));
+        return;
+    }
+  }
+
+  // Fourth, check the SYN bit (RFC 5961 4.2: a challenge ACK in every
+  // synchronized state, never a reset).
+  if (seg.flags.syn()) {
+    counters_.drop(SegmentDrop::kSynChallenged);
+    send_challenge_ack(now);
+    return;
+  }
+
+  // Fifth, check the ACK field.
+  if (!seg.flags.ack()) {
+    counters_.drop(SegmentDrop::kNoAck);
+    return;
+  }
+  if (state_ == State::kSynReceived) {
+    if (snd_una_ < seg.ack && seg.ack <= snd_max_) {
+      state_ = State::kEstablished;
+      snd_wnd_ = std::uint32_t{seg.window} << snd_shift_;
+      max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
+      snd_wl1_ = seg.seq;
+      snd_wl2_ = seg.ack;
+      if (shut_wr_) state_ = State::kFinWait1;  // closed before the handshake ended
+    } else {
+      counters_.drop(SegmentDrop::kAckUnacceptable);
+      send_rst(seg.ack, now);
+      return;
+    }
+  }
+  if (!process_ack(seg, now)) return;
+  if (state_ == State::kClosed) return;
+
+  // Sixth, the URG bit: not supported, the data is delivered in line.
+
+  // Seventh, the segment text.
+  bool ack_now = false;
+  if (!payload.empty()) {
+    if (state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2) {
+      if (seg.seq > rcv_nxt_) {
+        // Out of order: not queued yet; a duplicate ACK tells the peer.
+        counters_.drop(SegmentDrop::kOutOfOrder);
+        send_ack(now);
+        return;
+      }
+      const std::uint32_t skip = distance(seg.seq, rcv_nxt_);
+      if (skip < payload.size()) {
+        if (closed_by_app_) {
+          // Nobody will read it (RFC 9293 3.10.4: data after CLOSE): reset.
+          send_rst(snd_nxt_, now);
+          set_closed(err(ECONNRESET));
+          return;
+        }
+        const auto fresh = payload.subspan(skip);
+        const std::uint32_t wnd = distance(rcv_nxt_, rcv_adv_);
+        const std::size_t take = recv_.push(fresh.first(std::min<std::size_t>(fresh.size(), wnd)));
+        rcv_nxt_ += static_cast<std::uint32_t>(take);
+        counters_.bytes_in += take;
+        ++unacked_segments_;
+        if (take < fresh.size()) ack_now = true;  // trimmed to the window
+        if (quick_acks_left_ > 0) {
+          --quick_acks_left_;
+          ack_now = true;
+        }
+        if (unacked_segments_ >= 2) ack_now = true;  // RFC 5681 4.2: every second full segment
+      } else {
+        ack_now = true;  // all old: a duplicate, ACK at once
+      }
+    }
+  }
+
+  // Eighth, check the FIN bit: only once every byte before it is in.
+  if (seg.flags.fin() && seg.seq + seg.payload_len == rcv_nxt_ && !fin_received_) {
+    rcv_nxt_ += 1;
+    fin_received_ = true;
+    ack_now = true;
+    switch (state_) {
+      case State::kSynReceived:
+      case State::kEstablished:
+        state_ = State::kCloseWait;
+        break;
+      case State::kFinWait1:
+        // Our FIN not yet acknowledged (else step five made it FIN-WAIT-2).
+        state_ = State::kClosing;
+        break;
+      case State::kFinWait2:
+        enter_time_wait(now);
+        break;
+      default:
+        break;
+    }
+  } else if (seg.flags.fin() && state_ == State::kTimeWait) {
+    // A retransmitted FIN: ACK it and restart the 2 MSL timeout.
+    time_wait_deadline_ = now + 2 * config_.msl;
+    ack_now = true;
+  }
+
+  if (ack_now) {
+    send_ack(now);
+  } else if (unacked_segments_ > 0 && delack_deadline_ == Nanos::max()) {
+    delack_deadline_ = now + config_.delayed_ack;
+  }
+  output(now);
+}
+
+bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
+  // RFC 5961 5.2: acceptable if SND.UNA - MAX.SND.WND <= SEG.ACK <= SND.NXT.
+  if (seg.ack > snd_max_ || seg.ack < snd_una_ - max_snd_wnd_) {
+    counters_.drop(SegmentDrop::kAckUnacceptable);
+    send_ack(now);
+    return false;
+  }
+  const std::uint32_t window = std::uint32_t{seg.window} << snd_shift_;
+  if (seg.ack > snd_una_) {
+    std::uint32_t acked = distance(snd_una_, seg.ack);
+    if (snd_una_ == iss_) --acked;  // the SYN's sequence number
+    const bool fin_acked = fin_sent_ && seg.ack == snd_max_;
+    const std::uint32_t data_acked =
+        std::min<std::uint32_t>(fin_acked ? acked - 1 : acked, static_cast<std::uint32_t>(send_.size()));
+    send_.consume(data_acked);
+    const std::uint32_t newly = distance(snd_una_, seg.ack);
+    snd_una_ = seg.ack;
+    if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
+
+    // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 3 Karn otherwise).
+    Nanos sample{0};
+    if (ts_on_ && seg.options.timestamps && seg.options.timestamps->tsecr != 0) {
+      const std::uint32_t ms = ts_now(now) - seg.options.timestamps->tsecr;
+      if (ms < (1u << 31)) sample = milliseconds(std::max<std::uint32_t>(ms, 1));
+    } else if (rtt_timing_ && seg.ack > rtt_seq_) {
+      sample = now - rtt_start_;
+      rtt_timing_ = false;
+    }
+    if (sample > Nanos{0}) update_rtt(sample);
+    retransmits_ = 0;
+    dup_acks_ = 0;
+
+    AckEvent ev;
+    ev.bytes_acked = newly;
+    ev.rtt = sample;
+    ev.now = now;
+    ev.ack = seg.ack;
+    ev.snd_nxt = snd_max_;
+    ev.app_limited = send_.size() <= distance(snd_una_, snd_max_) && flight_size() + newly < cc_->cwnd();
+    cc_->on_ack(ev);
+    if (in_recovery_) {
+      if (seg.ack >= recover_) {
+        in_recovery_ = false;
+        cc_->on_recovery_exit(flight_size(), now);
+      } else {
+        retransmit_head(now);  // RFC 6582 3.2 step 5: a partial ACK
+      }
+    }
+    // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart.
+    rto_deadline_ = snd_una_ == snd_max_ ? Nanos::max() : now + rto_;
+
+    if (fin_acked) {
+      switch (state_) {
+        case State::kFinWait1:
+          state_ = State::kFinWait2;
+          break;
+        case State::kClosing:
+          enter_time_wait(now);
+          break;
+        case State::kLastAck:
+          set_closed({});
+          return false;
+        default:
+          break;
+      }
+    }
+  } else if (seg.ack == snd_una_ && seg.payload_len == 0 && !seg.flags.fin() && window == snd_wnd_ &&
+             snd_max_ != snd_una_) {
+    // RFC 5681 2: a duplicate ACK.
+    ++counters_.dup_acks;
+    ++dup_acks_;
+    if (dup_acks_ == 3 && !in_recovery_ && snd_una_ > recover_) {
+      // RFC 6582 3.2 steps 1-2: fast retransmit, then fast recovery.
+      LossEvent ev;
+      ev.flight_size = flight_size();
+      ev.now = now;
+      ev.style = RecoveryStyle::kNewReno;
+      ev.snd_nxt = snd_max_;
+      cc_->enter_recovery(ev);
+      in_recovery_ = true;
+      recover_ = snd_max_;
+      ++counters_.fast_retransmits;
+      retransmit_head(now);
+    } else if (in_recovery_) {
+      cc_->on_dup_ack();
+    }
+  }
+
+  // RFC 9293 3.10.7.4 fifth: the send window, from the newest segment.
+  if (snd_wl1_ < seg.seq || (snd_wl1_ == seg.seq && snd_wl2_ <= seg.ack)) {
+    snd_wnd_ = window;
+    max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
+    snd_wl1_ = seg.seq;
+    snd_wl2_ = seg.ack;
+    if (snd_wnd_ > 0) {
+      persist_deadline_ = Nanos::max();
+      persist_backoff_ = 0;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+TcpRepr Connection::header(SeqNum seq, std::uint8_t flags, Nanos now) const {
+  TcpRepr h;
+  h.src_port = ep_.local_port;
+  h.dst_port = ep_.remote_port;
+  h.seq = seq;
+  h.flags = TcpFlags{flags};
+  if (h.flags.ack()) h.ack = rcv_nxt_;
+  if (ts_on_ && !h.flags.rst()) h.options.timestamps = wire::TcpTimestamps{ts_now(now), ts_recent_};
+  return h;
+}
+
+std::uint16_t Connection::window_to_advertise() {
+  // Receiver silly window avoidance (RFC 9293 3.8.6.2.2): the right edge
+  // moves only by at least min(buffer / 2, MSS), and never moves left.
+  const std::uint32_t offered = distance(rcv_nxt_, rcv_adv_) > (1u << 31) ? 0 : distance(rcv_nxt_, rcv_adv_);
+  std::uint32_t free = static_cast<std::uint32_t>(recv_.free_space());
+  const std::uint32_t step =
+      std::min<std::uint32_t>(static_cast<std::uint32_t>(config_.recv_buffer / 2), config_.mss);
+  std::uint32_t wnd = offered;
+  if (free >= offered + step || (free > offered && free == recv_.capacity())) wnd = free;
+  const std::uint32_t max_wnd = std::uint32_t{0xffff} << rcv_shift_;
+  wnd = std::min(wnd, max_wnd);
+  const auto field = static_cast<std::uint16_t>(wnd >> rcv_shift_);
+  const SeqNum edge = rcv_nxt_ + (std::uint32_t{field} << rcv_shift_);
+  if (edge > rcv_adv_) rcv_adv_ = edge;
+  return field;
+}
+
+void Connection::send_syn(bool with_ack, Nanos now) {
+  TcpRepr h = header(iss_, with_ack ? (TcpFlags::kSyn | TcpFlags::kAck) : TcpFlags::kSyn, now);
+  h.options.mss = config_.mss;
+  // In a SYN,ACK each option only if the peer's SYN had it (RFC 7323 1.3).
+  const bool ws = config_.window_scaling && (!with_ack || rcv_shift_ > 0 || snd_shift_ > 0);
+  if (ws) h.options.window_scale = with_ack ? rcv_shift_ : config_.window_shift;
+  if (config_.timestamps && (!with_ack || ts_on_)) {
+    h.options.timestamps = wire::TcpTimestamps{ts_now(now), with_ack ? ts_recent_ : 0};
+  } else {
+    h.options.timestamps.reset();
+  }
+  // RFC 7323 2.2: a SYN's window is not scaled.
+  h.window = static_cast<std::uint16_t>(std::min<std::size_t>(recv_.free_space(), 0xffff));
+  if (with_ack) rcv_adv_ = rcv_nxt_ + h.window;
+  const bool again = snd_max_ != iss_;
+  if (again) {
+    ++counters_.retransmits;
+  } else if (!rtt_timing_) {
+    rtt_timing_ = true;
+    rtt_seq_ = iss_;
+    rtt_start_ = now;
+  }
+  snd_nxt_ = iss_ + 1;
+  if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
+  h.payload_len = 0;
+  ++counters_.segments_out;
+  sink_->send_segment(h, {}, {}, now);
+  if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
+}
+
+void Connection::send_ack(Nanos now) {
+  if (!synchronized(state_) && state_ != State::kSynReceived) return;
+  TcpRepr h = header(snd_nxt_, TcpFlags::kAck, now);
+  h.window = window_to_advertise();
+  ++counters_.segments_out;
+  delack_deadline_ = Nanos::max();
+  unacked_segments_ = 0;
+  sink_->send_segment(h, {}, {}, now);
+}
+
+void Connection::send_challenge_ack(Nanos now) {
+  // RFC 5961 7: a per-connection limit with a random part, redrawn every
+  // second.
+  if (now - challenge_window_start_ >= std::chrono::seconds(1) || challenge_window_start_ == Nanos{0}) {
+    challenge_window_start_ = now;
+    const std::uint32_t limit = config_.challenge_ack_limit;
+    challenge_allowance_ = limit + static_cast<std::uint32_t>(next_random() % (limit / 2 + 1));
+  }
+  if (challenge_allowance_ == 0) {
+    ++counters_.challenge_acks_limited;
+    return;
+  }
+  --challenge_allowance_;
+  ++counters_.challenge_acks;
+  send_ack(now);
+}
+
+void Connection::send_rst(SeqNum seq, Nanos now) {
+  TcpRepr h = header(seq, TcpFlags::kRst, now);
+  h.window = 0;
+  ++counters_.segments_out;
+  sink_->send_segment(h, {}, {}, now);
+}
+
+void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
+  const std::uint32_t off = distance(snd_una_, seq);
+  auto [a, b] = send_.peek(off, len);
+  std::uint8_t flags = TcpFlags::kAck;
+  if (fin) flags |= TcpFlags::kFin;
+  if (len > 0 && off + len == send_.size()) flags |= TcpFlags::kPsh;
+  TcpRepr h = header(seq, flags, now);
+  h.window = window_to_advertise();
+  h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
+  const bool retransmission = seq < snd_max_;
+  if (retransmission) {
+    ++counters_.retransmits;
+    counters_.retransmitted_bytes += h.payload_len;
+    // Karn: a sample spanning a retransmission is ambiguous.
+    if (rtt_timing_ && seq <= rtt_seq_) rtt_timing_ = false;
+  } else {
+    counters_.bytes_out += h.payload_len;
+    if (!ts_on_ && !rtt_timing_ && len > 0) {
+      rtt_timing_ = true;
+      rtt_seq_ = seq;
+      rtt_start_ = now;
+    }
+  }
+  ++counters_.segments_out;
+  delack_deadline_ = Nanos::max();
+  unacked_segments_ = 0;
+  sink_->send_segment(h, a, b, now);
+  if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
+}
+
+void Connection::output(Nanos now) {
+  if (!may_send(state_)) return;
+  for (int guard = 0; guard < 1024; ++guard) {
+    const std::uint32_t sent = distance(snd_una_, snd_nxt_);
+    const std::size_t queued = send_.size();
+    const bool fin_pending = shut_wr_ && snd_nxt_ <= snd_una_ + static_cast<std::uint32_t>(queued);
+    const std::size_t left = sent < queued ? queued - sent : 0;
+    if (left == 0 && !fin_pending) break;
+    const std::uint64_t wnd = std::min<std::uint64_t>(snd_wnd_, cc_->cwnd());
+    const std::uint32_t in_flight = distance(snd_una_, snd_nxt_);
+    const std::uint64_t usable = wnd > in_flight ? wnd - in_flight : 0;
+    const std::size_t len = std::min<std::size_t>({left, snd_mss_, static_cast<std::size_t>(usable)});
+    const bool fin = fin_pending && len == left;
+    if (len == 0 && !fin) {
+      // Zero window with data waiting and nothing in flight to bring an
+      // ACK: probe (RFC 9293 3.8.6.1).
+      if (snd_wnd_ == 0 && in_flight == 0 && persist_deadline_ == Nanos::max()) {
+        persist_deadline_ = now + std::min(rto_, config_.max_rto);
+      }
+      break;
+    }
+    if (len < snd_mss_ && !fin) {
+      // Sender silly window avoidance and Nagle (RFC 9293 3.8.6.2.1,
+      // RFC 1122 4.2.3.4): a short segment only if it is all there is and
+      // nothing is unacknowledged (or no_delay), or it fills half the
+      // largest window the peer offered.
+      const bool all = len == left;
+      const bool nagle_ok = config_.no_delay || in_flight == 0;
+      const bool half_window = max_snd_wnd_ > 0 && len >= max_snd_wnd_ / 2;
+      if (!((all && nagle_ok) || (half_window && nagle_ok))) {
+        // RFC 9293 3.8.6.2.1: with nothing in flight, the override timeout
+        // sends what the window allows anyway (else a window that stays
+        // below half the peer's largest would never be used).
+        if (in_flight == 0 && persist_deadline_ == Nanos::max()) persist_deadline_ = now + kSwsOverride;
+        break;
+      }
+    }
+    send_data(snd_nxt_, len, fin, now);
+    snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
+    if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
+    if (fin) {
+      fin_sent_ = true;
+      break;
+    }
+  }
+}
+
+void Connection::retransmit_head(Nanos now) {
+  if (state_ == State::kSynSent || state_ == State::kSynReceived) {
+    send_syn(state_ == State::kSynReceived, now);
+    return;
+  }
+  const std::size_t len = std::min<std::size_t>(send_.size(), snd_mss_);
+  const bool fin = fin_sent_ && len == send_.size();
+  if (len == 0 && !fin) return;
+  send_data(snd_una_, len, fin, now);
+}
+
+// ---------------------------------------------------------------------------
+// Timers
+
+Nanos Connection::next_deadline() const noexcept {
+  return std::min({rto_deadline_, persist_deadline_, delack_deadline_, time_wait_deadline_});
+}
+
+void Connection::update_rtt(Nanos r) noexcept {
+  // RFC 6298 2.2 and 2.3 (alpha 1/8, beta 1/4), G = 1 ms.
+  if (!have_rtt_) {
+    srtt_ = r;
+    rttvar_ = r / 2;
+    have_rtt_ = true;
+  } else {
+    const Nanos delta = srtt_ > r ? srtt_ - r : r - srtt_;
+    rttvar_ = (3 * rttvar_ + delta) / 4;
+    srtt_ = (7 * srtt_ + r) / 8;
+  }
+  rto_ = std::clamp(srtt_ + std::max<Nanos>(milliseconds(1), 4 * rttvar_), config_.min_rto, config_.max_rto);
+}
+
+void Connection::on_timer(Nanos now) {
+  if (time_wait_deadline_ <= now) {
+    time_wait_deadline_ = Nanos::max();
+    set_closed({});
+    return;
+  }
+  if (delack_deadline_ <= now) {
+    ++counters_.delayed_acks;
+    send_ack(now);
+  }
+  if (rto_deadline_ <= now) on_rto(now);
+  if (persist_deadline_ <= now && state_ != State::kClosed) {
+    persist_deadline_ = Nanos::max();
+    const std::uint32_t sent = distance(snd_una_, snd_nxt_);
+    const std::size_t left = sent < send_.size() ? send_.size() - sent : 0;
+    const std::uint64_t wnd = std::min<std::uint64_t>(snd_wnd_, cc_->cwnd());
+    const std::uint64_t usable = wnd > sent ? wnd - sent : 0;
+    if (may_send(state_) && left > 0 && usable > 0) {
+      // The silly-window override: send what fits now.
+      const std::size_t len = std::min<std::size_t>({left, snd_mss_, static_cast<std::size_t>(usable)});
+      const bool fin = shut_wr_ && len == left;
+      send_data(snd_nxt_, len, fin, now);
+      snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
+      if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
+      if (fin) fin_sent_ = true;
+      return;
+    }
+    if (!may_send(state_) || left == 0 || snd_wnd_ != 0) return;
+    // A window probe that takes no sequence space: an ACK with SND.UNA - 1,
+    // which the peer answers with its current window (as Linux probes).
+    ++counters_.window_probes;
+    TcpRepr h = header(snd_una_ - 1, TcpFlags::kAck, now);
+    h.window = window_to_advertise();
+    ++counters_.segments_out;
+    sink_->send_segment(h, {}, {}, now);
+    persist_backoff_ = std::min<std::uint32_t>(persist_backoff_ + 1, 16);
+    const Nanos next = std::min(rto_ * (std::int64_t{1} << persist_backoff_), config_.max_rto);
+    persist_deadline_ = now + next;
+  }
+}
+
+void Connection::on_rto(Nanos now) {
+  rto_deadline_ = Nanos::max();
+  if (snd_una_ == snd_max_) return;
+  ++counters_.timeouts;
+  ++retransmits_;
+  const bool handshake = state_ == State::kSynSent || state_ == State::kSynReceived;
+  if (retransmits_ > (handshake ? config_.max_syn_retransmits : config_.max_retransmits)) {
+    set_closed(err(ETIMEDOUT));
+    return;
+  }
+  // RFC 6298 5.5: back off; 5.6-5.7 restart with the head retransmitted.
+  rto_ = std::min(rto_ * 2, config_.max_rto);
+  rtt_timing_ = false;
+  if (handshake) {
+    retransmit_head(now);
+    return;
+  }
+  RtoEvent ev;
+  ev.flight_size = flight_size();
+  ev.now = now;
+  ev.first = retransmits_ == 1;
+  cc_->on_rto(ev);
+  in_recovery_ = false;
+  recover_ = snd_max_;
+  dup_acks_ = 0;
+  // Go back: everything from SND.UNA is sent again as the window allows
+  // (the loss window is one segment).
+  snd_nxt_ = snd_una_;
+  output(now);
+  if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
+}
+
+// ---------------------------------------------------------------------------
+// Application
+
+Expected<std::size_t, std::error_code> Connection::send(std::span<const std::byte> data, Nanos now) {
+  if (error_) return unexpected(error_);
+  if (shut_wr_ || closed_by_app_) return unexpected(err(EPIPE));
+  if (state_ != State::kEstablished && state_ != State::kCloseWait) {
+    return unexpected(err(state_ == State::kSynSent || state_ == State::kSynReceived ? ENOTCONN : EPIPE));
+  }
+  const std::size_t n = send_.push(data);
+  output(now);
+  return n;
+}
+
+Expected<std::size_t, std::error_code> Connection::receive(std::span<std::byte> out, Nanos now) {
+  if (recv_.empty()) {
+    if (error_) return unexpected(error_);
+    return std::size_t{0};
+  }
+  const std::uint32_t before = distance(rcv_nxt_, rcv_adv_);
+  const std::size_t n = recv_.pop(out);
+  // A window update when reading opened the window by enough to matter
+  // (RFC 9293 3.8.6.2.2): at least an MSS or half the buffer.
+  if (synchronized(state_) && !fin_received_) {
+    const std::size_t free = recv_.free_space();
+    const std::size_t step = std::min<std::size_t>(config_.recv_buffer / 2, config_.mss);
+    if (free >= before + step) send_ack(now);
+  }
+  return n;
+}
+
+std::error_code Connection::shutdown_write(Nanos now) {
+  if (error_) return error_;
+  if (shut_wr_) return {};
+  switch (state_) {
+    case State::kClosed:
+    case State::kListen:
+      return err(ENOTCONN);
+    case State::kSynSent:
+      set_closed({});
+      return {};
+    case State::kSynReceived:
+      shut_wr_ = true;  // FIN once established
+      return {};
+    case State::kEstablished:
+      shut_wr_ = true;
+      state_ = State::kFinWait1;
+      break;
+    case State::kCloseWait:
+      shut_wr_ = true;
+      state_ = State::kLastAck;
+      break;
+    default:
+      return {};
+  }
+  output(now);
+  return {};
+}
+
+void Connection::close(Nanos now) {
+  closed_by_app_ = true;
+  if (!recv_.empty() && synchronized(state_)) {
+    // Unread data is lost: tell the peer with a reset (RFC 9293 3.10.4, RFC 2525 2.17).
+    abort(now);
+    return;
+  }
+  (void)shutdown_write(now);
+}
+
+void Connection::abort(Nanos now) {
+  if (synchronized(state_) || state_ == State::kSynReceived) {
+    if (state_ != State::kTimeWait) send_rst(snd_nxt_, now);
+  }
+  set_closed({});
+}
+
+void Connection::enter_time_wait(Nanos now) {
+  state_ = State::kTimeWait;
+  rto_deadline_ = Nanos::max();
+  persist_deadline_ = Nanos::max();
+  delack_deadline_ = Nanos::max();
+  time_wait_deadline_ = now + 2 * config_.msl;
+  send_.clear();
+}
+
+void Connection::set_closed(std::error_code error) {
+  state_ = State::kClosed;
+  if (error && !error_) error_ = error;
+  rto_deadline_ = Nanos::max();
+  persist_deadline_ = Nanos::max();
+  delack_deadline_ = Nanos::max();
+  time_wait_deadline_ = Nanos::max();
+  send_.clear();
+}
+
+}  // namespace usnet::tcp

@@ -1,0 +1,678 @@
+// The TCP connection state machine, two connections joined by an in-memory
+// "wire" with a fake clock: every segment is emitted to bytes, checksummed,
+// parsed back (so option encoding is exercised) and delivered, or dropped or
+// altered by the test. No sleeping: time moves only when the test moves it.
+#include "usnet/tcp/connection.hpp"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "usnet/wire/udp.hpp"
+
+namespace usnet::tcp {
+namespace {
+
+using namespace std::chrono_literals;
+using wire::TcpFlags;
+using wire::TcpRepr;
+using Bytes = std::vector<std::byte>;
+
+const wire::Ipv4Addr kA = wire::Ipv4Addr::from_octets(198, 18, 0, 1);
+const wire::Ipv4Addr kB = wire::Ipv4Addr::from_octets(198, 18, 0, 2);
+
+struct Segment {
+  TcpRepr h;
+  Bytes payload;
+};
+
+// Records what a connection sends, after a round trip through the wire format.
+class Sink : public SegmentSink {
+ public:
+  Sink(wire::Ipv4Addr src, wire::Ipv4Addr dst) : ph_(wire::PseudoHeader::v4(src, dst)) {}
+  void send_segment(const TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b,
+                    Nanos) override {
+    Bytes bytes(h.buffer_len() + a.size() + b.size());
+    std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
+    std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
+    EXPECT_EQ(h.payload_len, a.size() + b.size());
+    auto n = h.emit(bytes, ph_);
+    EXPECT_TRUE(n) << "emit";
+    auto v = wire::TcpView::make(bytes);
+    EXPECT_TRUE(v);
+    auto r = TcpRepr::parse(*v, ph_);
+    EXPECT_TRUE(r) << "parse of our own segment";
+    if (!v || !r) return;
+    out.push_back({*r, Bytes(v->payload().begin(), v->payload().end())});
+  }
+  std::deque<Segment> out;
+
+ private:
+  wire::PseudoHeader ph_;
+};
+
+ConnectionConfig small_config() {
+  ConnectionConfig c;
+  c.send_buffer = 64 * 1024;
+  c.recv_buffer = 64 * 1024;
+  c.msl = 1s;
+  return c;
+}
+
+std::size_t or0(const Expected<std::size_t, std::error_code>& r) { return r ? *r : 0; }
+
+Bytes pattern(std::size_t n, std::uint32_t seed) {
+  Bytes b(n);
+  std::mt19937 rng(seed);
+  for (auto& x : b) x = static_cast<std::byte>(rng());
+  return b;
+}
+
+// Two connections and the wire between them.
+class Pair {
+ public:
+  explicit Pair(ConnectionConfig ca = small_config(), ConnectionConfig cb = small_config())
+      : sink_a_(kA, kB), sink_b_(kB, kA), config_b_(cb) {
+    a_ = *Connection::create(ca, {kA, 40000, kB, 80}, sink_a_, 11);
+    b_ = *Connection::create(cb, {kB, 80, kA, 40000}, sink_b_, 22);
+  }
+  Connection& a() { return *a_; }
+  Connection& b() { return *b_; }
+  Sink& sink_a() { return sink_a_; }
+  Sink& sink_b() { return sink_b_; }
+  Nanos now() const { return now_; }
+  void advance(Nanos d) {
+    now_ += d;
+    run_timers();
+  }
+  void run_timers() {
+    if (a_->next_deadline() <= now_) a_->on_timer(now_);
+    if (b_->next_deadline() <= now_) b_->on_timer(now_);
+  }
+
+  // A connects; B is made from A's SYN as a listener would.
+  void handshake(SeqNum iss_a = SeqNum(1000), SeqNum iss_b = SeqNum(5000)) {
+    ASSERT_FALSE(a_->connect(iss_a, now_));
+    ASSERT_EQ(sink_a_.out.size(), 1u);
+    const Segment syn = sink_a_.out.front();
+    sink_a_.out.pop_front();
+    ASSERT_FALSE(b_->accept_syn(syn.h, iss_b, now_));
+    pump();
+    ASSERT_EQ(a_->state(), State::kEstablished);
+    ASSERT_EQ(b_->state(), State::kEstablished);
+  }
+
+  // Delivers segments both ways until none is left (bounded), letting
+  // `filter` drop (false) or change each one; time moves by `step` per round.
+  void pump(int max_rounds = 10000, Nanos step = 0ns) {
+    for (int i = 0; i < max_rounds; ++i) {
+      if (sink_a_.out.empty() && sink_b_.out.empty()) return;
+      deliver(sink_a_, *b_, true);
+      deliver(sink_b_, *a_, false);
+      if (step > 0ns) advance(step);
+    }
+    ADD_FAILURE() << "the wire never went quiet";
+  }
+  std::function<bool(Segment&, bool from_a)> filter;
+
+ private:
+  void deliver(Sink& from, Connection& to, bool from_a) {
+    std::deque<Segment> batch;
+    batch.swap(from.out);
+    for (auto& s : batch) {
+      if (filter && !filter(s, from_a)) continue;
+      to.on_segment(s.h, s.payload, now_);
+    }
+  }
+  Sink sink_a_, sink_b_;
+  ConnectionConfig config_b_;
+  std::unique_ptr<Connection> a_, b_;
+  Nanos now_ = 1000s;
+};
+
+// Sends `data` from `from` and reads it at `to`, pumping the wire and the
+// clock, until all arrived (bounded); returns what arrived.
+Bytes transfer(Pair& p, Connection& from, Connection& to, const Bytes& data, Nanos step = 1ms,
+               int max_rounds = 200000) {
+  Bytes got;
+  std::size_t sent = 0;
+  std::array<std::byte, 8192> buf{};
+  for (int i = 0; i < max_rounds && got.size() < data.size(); ++i) {
+    if (sent < data.size()) {
+      auto n = from.send(std::span(data).subspan(sent), p.now());
+      if (n) sent += *n;
+    }
+    p.pump(100);
+    for (;;) {
+      auto r = to.receive(buf, p.now());
+      if (!r || *r == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    }
+    p.advance(step);
+  }
+  return got;
+}
+
+// --- Opening ---------------------------------------------------------------
+
+TEST(TcpConnection, HandshakeNegotiatesOptions) {
+  Pair p;
+  ASSERT_FALSE(p.a().connect(SeqNum(1000), p.now()));
+  ASSERT_EQ(p.sink_a().out.size(), 1u);
+  const auto syn = p.sink_a().out.front();
+  EXPECT_EQ(syn.h.flags.bits, TcpFlags::kSyn);
+  EXPECT_EQ(syn.h.seq, SeqNum(1000));
+  EXPECT_EQ(syn.h.options.mss, 1460);
+  EXPECT_EQ(syn.h.options.window_scale, 7);
+  ASSERT_TRUE(syn.h.options.timestamps);
+  EXPECT_EQ(syn.h.options.timestamps->tsecr, 0u);
+  EXPECT_EQ(p.a().state(), State::kSynSent);
+  p.sink_a().out.pop_front();
+  ASSERT_FALSE(p.b().accept_syn(syn.h, SeqNum(5000), p.now()));
+  EXPECT_EQ(p.b().state(), State::kSynReceived);
+  const auto synack = p.sink_b().out.front();
+  EXPECT_EQ(synack.h.flags.bits, TcpFlags::kSyn | TcpFlags::kAck);
+  EXPECT_EQ(synack.h.ack, SeqNum(1001));
+  EXPECT_EQ(synack.h.options.window_scale, 7);
+  ASSERT_TRUE(synack.h.options.timestamps);
+  EXPECT_EQ(synack.h.options.timestamps->tsecr, syn.h.options.timestamps->tsval);
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  EXPECT_EQ(p.b().state(), State::kEstablished);
+  EXPECT_TRUE(p.a().timestamps_on());
+  EXPECT_EQ(p.a().snd_shift(), 7);
+  EXPECT_EQ(p.a().rcv_shift(), 7);
+  EXPECT_EQ(p.a().peer_mss(), 1460);
+  EXPECT_EQ(p.a().snd_nxt(), SeqNum(1001));
+  EXPECT_EQ(p.b().rcv_nxt(), SeqNum(1001));
+}
+
+TEST(TcpConnection, PeerWithoutOptionsGetsRfcDefaults) {
+  Pair p;
+  TcpRepr syn;
+  syn.src_port = 80;
+  syn.dst_port = 40000;
+  syn.seq = SeqNum(77);
+  syn.flags = TcpFlags{TcpFlags::kSyn};
+  syn.window = 8192;
+  ASSERT_FALSE(p.a().accept_syn(syn, SeqNum(1), p.now()));
+  const auto& synack = p.sink_a().out.back().h;
+  // No window scale or timestamps back to a peer that offered none.
+  EXPECT_FALSE(synack.options.window_scale);
+  EXPECT_FALSE(synack.options.timestamps);
+  EXPECT_EQ(p.a().peer_mss(), 536);  // RFC 9293 3.7.1
+  EXPECT_EQ(p.a().snd_wnd(), 8192u);
+}
+
+TEST(TcpConnection, TinyMssIsRaisedToTheMinimum) {
+  // ROBUSTNESS 10: a peer cannot make us send 1-byte segments.
+  Pair p;
+  TcpRepr syn;
+  syn.src_port = 80;
+  syn.dst_port = 40000;
+  syn.flags = TcpFlags{TcpFlags::kSyn};
+  syn.options.mss = 1;
+  ASSERT_FALSE(p.a().accept_syn(syn, SeqNum(1), p.now()));
+  EXPECT_EQ(p.a().peer_mss(), 88);
+}
+
+TEST(TcpConnection, SimultaneousOpen) {
+  Pair p;
+  ASSERT_FALSE(p.a().connect(SeqNum(100), p.now()));
+  ASSERT_FALSE(p.b().connect(SeqNum(900), p.now()));
+  // The SYNs cross.
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  EXPECT_EQ(p.b().state(), State::kEstablished);
+  const Bytes data = pattern(5000, 1);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data), data);
+}
+
+TEST(TcpConnection, ConnectionRefusedByRst) {
+  Pair p;
+  ASSERT_FALSE(p.a().connect(SeqNum(100), p.now()));
+  const auto syn = p.sink_a().out.front().h;
+  TcpRepr rst;
+  rst.src_port = 80;
+  rst.dst_port = 40000;
+  rst.flags = TcpFlags{TcpFlags::kRst | TcpFlags::kAck};
+  rst.ack = syn.seq + 1;
+  // An RST without an acceptable ACK is ignored (RFC 9293 3.10.7.3).
+  TcpRepr bad = rst;
+  bad.ack = syn.seq + 7;
+  p.a().on_segment(bad, {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kSynSent);
+  p.a().on_segment(rst, {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.a().error(), std::make_error_code(std::errc::connection_refused));
+}
+
+TEST(TcpConnection, SynRetransmitsThenTimesOut) {
+  Pair p;
+  ASSERT_FALSE(p.a().connect(SeqNum(100), p.now()));
+  std::size_t syns = 0;
+  for (int i = 0; i < 200 && p.a().state() != State::kClosed; ++i) {
+    syns += p.sink_a().out.size();
+    p.sink_a().out.clear();
+    p.advance(1s);
+  }
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.a().error(), std::make_error_code(std::errc::timed_out));
+  EXPECT_EQ(syns, 1u + 6u);  // the first and max_syn_retransmits more, backing off
+}
+
+// --- Data --------------------------------------------------------------------
+
+TEST(TcpConnection, DataBothWaysByteExact) {
+  Pair p;
+  p.handshake();
+  const Bytes ab = pattern(300000, 2);
+  const Bytes ba = pattern(200000, 3);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), ab), ab);
+  EXPECT_EQ(transfer(p, p.b(), p.a(), ba), ba);
+  EXPECT_EQ(p.a().counters().retransmits, 0u);
+  EXPECT_EQ(p.a().counters().bytes_out, ab.size());
+  EXPECT_EQ(p.b().counters().bytes_in, ab.size());
+}
+
+TEST(TcpConnection, WindowScalingOpensBeyond64KiB) {
+  ConnectionConfig big = small_config();
+  big.send_buffer = 1 << 20;
+  big.recv_buffer = 1 << 20;
+  Pair p(big, big);
+  p.handshake();
+  const Bytes data = pattern(1 << 20, 4);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data), data);
+  EXPECT_GT(p.a().snd_wnd(), 65535u);
+}
+
+TEST(TcpConnection, LostSegmentIsRetransmittedAfterTheTimeout) {
+  Pair p;
+  p.handshake();
+  int dropped = 0;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (from_a && s.h.payload_len > 0 && dropped == 0) {
+      ++dropped;
+      return false;
+    }
+    return true;
+  };
+  const Nanos rto_before = p.a().rto();
+  const Bytes data = pattern(1000, 5);
+  ASSERT_EQ(or0(p.a().send(data, p.now())), data.size());
+  p.pump();
+  EXPECT_EQ(p.b().readable(), 0u);
+  p.advance(rto_before);
+  p.pump();
+  EXPECT_EQ(p.b().readable(), data.size());
+  EXPECT_EQ(p.a().counters().timeouts, 1u);
+  EXPECT_EQ(p.a().counters().retransmits, 1u);
+  Bytes got(data.size());
+  ASSERT_EQ(or0(p.b().receive(got, p.now())), data.size());
+  EXPECT_EQ(got, data);
+}
+
+TEST(TcpConnection, ThreeDuplicateAcksTriggerFastRetransmit) {
+  Pair p;
+  p.handshake();
+  // Let the window grow first.
+  const Bytes warm = pattern(100000, 6);
+  ASSERT_EQ(transfer(p, p.a(), p.b(), warm), warm);
+  int seen = 0;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (from_a && s.h.payload_len > 0 && ++seen == 2) return false;  // the second segment of the burst
+    return true;
+  };
+  const Bytes data = pattern(20 * 1460, 7);
+  const Bytes got = transfer(p, p.a(), p.b(), data, 1ms, 2000);
+  EXPECT_EQ(got, data);
+  EXPECT_EQ(p.a().counters().fast_retransmits, 1u);
+  EXPECT_EQ(p.a().counters().timeouts, 0u);
+  EXPECT_GE(p.b().counters().dropped(SegmentDrop::kOutOfOrder), 3u);
+}
+
+TEST(TcpConnection, NagleCoalescesSmallWritesWhileDataIsUnacknowledged) {
+  Pair p;
+  p.handshake();
+  int data_segments = 0;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (from_a && s.h.payload_len > 0) ++data_segments;
+    return true;
+  };
+  const std::byte one[1] = {std::byte{1}};
+  ASSERT_TRUE(p.a().send(one, p.now()));
+  EXPECT_EQ(p.sink_a().out.size(), 1u);  // nothing in flight: sent
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.a().send(one, p.now()));
+  EXPECT_EQ(p.sink_a().out.size(), 1u);  // held back until the ACK
+  p.pump(10000, 1ms);
+  EXPECT_EQ(p.b().readable(), 11u);
+  EXPECT_EQ(data_segments, 2);  // the first byte, then the other ten together
+}
+
+TEST(TcpConnection, NoDelaySendsEachWriteAtOnce) {
+  ConnectionConfig c = small_config();
+  c.no_delay = true;
+  Pair p(c, c);
+  p.handshake();
+  const std::byte one[1] = {std::byte{1}};
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.a().send(one, p.now()));
+  EXPECT_EQ(p.sink_a().out.size(), 5u);
+}
+
+TEST(TcpConnection, DelayedAckWaitsThenAcks) {
+  ConnectionConfig c = small_config();
+  c.quick_acks = 0;
+  Pair p(c, c);
+  p.handshake();
+  const std::byte one[1] = {std::byte{1}};
+  ASSERT_TRUE(p.a().send(one, p.now()));
+  p.pump();
+  EXPECT_TRUE(p.sink_b().out.empty());  // no ACK yet
+  EXPECT_EQ(p.b().next_deadline(), p.now() + 40ms);
+  p.advance(40ms);
+  ASSERT_EQ(p.sink_b().out.size(), 1u);
+  EXPECT_EQ(p.sink_b().out.front().h.ack, p.a().snd_nxt());
+  EXPECT_EQ(p.b().counters().delayed_acks, 1u);
+}
+
+// --- Closing -----------------------------------------------------------------
+
+TEST(TcpConnection, ActiveCloseGoesThroughTimeWait) {
+  Pair p;
+  p.handshake();
+  p.a().close(p.now());
+  EXPECT_EQ(p.a().state(), State::kFinWait1);
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kFinWait2);
+  EXPECT_EQ(p.b().state(), State::kCloseWait);
+  EXPECT_TRUE(p.b().eof());
+  p.b().close(p.now());
+  EXPECT_EQ(p.b().state(), State::kLastAck);
+  p.pump();
+  EXPECT_EQ(p.b().state(), State::kClosed);
+  EXPECT_FALSE(p.b().error());
+  EXPECT_EQ(p.a().state(), State::kTimeWait);
+  p.advance(2s - 1ns);  // 2 MSL with msl = 1 s
+  EXPECT_EQ(p.a().state(), State::kTimeWait);
+  p.advance(1ns);
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_FALSE(p.a().error());
+}
+
+TEST(TcpConnection, SimultaneousCloseGoesThroughClosing) {
+  Pair p;
+  p.handshake();
+  p.a().close(p.now());
+  p.b().close(p.now());
+  // The FINs cross: both in CLOSING, then TIME-WAIT when their FIN is acked.
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kTimeWait);
+  EXPECT_EQ(p.b().state(), State::kTimeWait);
+  p.advance(2s);
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.b().state(), State::kClosed);
+}
+
+TEST(TcpConnection, LostFinIsRetransmitted) {
+  Pair p;
+  p.handshake();
+  int fins = 0;
+  p.filter = [&](Segment& s, bool from_a) { return !(from_a && s.h.flags.fin() && fins++ == 0); };
+  p.a().close(p.now());
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kFinWait1);
+  p.advance(p.a().rto());
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kFinWait2);
+  EXPECT_EQ(p.b().state(), State::kCloseWait);
+}
+
+TEST(TcpConnection, DataThenFinAllArrive) {
+  Pair p;
+  p.handshake();
+  const Bytes data = pattern(50000, 8);
+  ASSERT_EQ(or0(p.a().send(data, p.now())), data.size());
+  ASSERT_FALSE(p.a().shutdown_write(p.now()));
+  EXPECT_EQ(p.a().send(data, p.now()).error(), std::make_error_code(std::errc::broken_pipe));
+  Bytes got;
+  std::array<std::byte, 4096> buf{};
+  for (int i = 0; i < 1000 && !p.b().eof(); ++i) {
+    p.pump(100, 1ms);
+    auto r = p.b().receive(buf, p.now());
+    ASSERT_TRUE(r);
+    got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+  }
+  EXPECT_EQ(got, data);
+  EXPECT_TRUE(p.b().eof());
+}
+
+TEST(TcpConnection, CloseWithUnreadDataResets) {
+  Pair p;
+  p.handshake();
+  const Bytes data = pattern(100, 9);
+  ASSERT_TRUE(p.a().send(data, p.now()));
+  p.pump();
+  ASSERT_EQ(p.b().readable(), 100u);
+  p.b().close(p.now());
+  EXPECT_EQ(p.b().state(), State::kClosed);
+  ASSERT_FALSE(p.sink_b().out.empty());
+  EXPECT_TRUE(p.sink_b().out.back().h.flags.rst());
+  p.pump();
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.a().error(), std::make_error_code(std::errc::connection_reset));
+}
+
+// --- Hostile segments (ROBUSTNESS.md, RFC 5961) ------------------------------
+
+// A segment from B to A at B's current sequence numbers.
+TcpRepr from_b(Pair& p, std::uint8_t flags) {
+  TcpRepr h;
+  h.src_port = 80;
+  h.dst_port = 40000;
+  h.seq = p.a().rcv_nxt();
+  h.ack = p.a().snd_nxt();
+  h.flags = TcpFlags{flags};
+  h.window = 1000;
+  return h;
+}
+
+TEST(TcpConnection, Robustness1RstOutsideTheWindowIsIgnored) {
+  Pair p;
+  p.handshake();
+  TcpRepr rst = from_b(p, TcpFlags::kRst);
+  rst.seq = p.a().rcv_nxt() + (1u << 20);
+  p.a().on_segment(rst, {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  EXPECT_TRUE(p.sink_a().out.empty());  // silently
+  EXPECT_EQ(p.a().counters().dropped(SegmentDrop::kRstOutOfWindow), 1u);
+}
+
+TEST(TcpConnection, Robustness2RstAtRcvNxtResets) {
+  Pair p;
+  p.handshake();
+  p.a().on_segment(from_b(p, TcpFlags::kRst), {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.a().error(), std::make_error_code(std::errc::connection_reset));
+  std::array<std::byte, 10> buf{};
+  EXPECT_EQ(p.a().receive(buf, p.now()).error(), std::make_error_code(std::errc::connection_reset));
+}
+
+TEST(TcpConnection, Robustness3RstInTheWindowGetsAChallengeAck) {
+  Pair p;
+  p.handshake();
+  TcpRepr rst = from_b(p, TcpFlags::kRst);
+  rst.seq = p.a().rcv_nxt() + 100;
+  p.a().on_segment(rst, {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  ASSERT_EQ(p.sink_a().out.size(), 1u);
+  const auto& ack = p.sink_a().out.front().h;
+  EXPECT_EQ(ack.flags.bits, TcpFlags::kAck);
+  EXPECT_EQ(ack.ack, p.a().rcv_nxt());
+  EXPECT_EQ(p.a().counters().challenge_acks, 1u);
+}
+
+TEST(TcpConnection, Robustness4SynOnAnEstablishedConnectionGetsAChallengeAck) {
+  Pair p;
+  p.handshake();
+  for (const std::uint32_t off : {0u, 100u, 1u << 30}) {
+    TcpRepr syn = from_b(p, TcpFlags::kSyn);
+    syn.seq = p.a().rcv_nxt() + off;
+    p.sink_a().out.clear();
+    p.a().on_segment(syn, {}, p.now());
+    EXPECT_EQ(p.a().state(), State::kEstablished) << off;
+    ASSERT_EQ(p.sink_a().out.size(), 1u) << off;
+    EXPECT_FALSE(p.sink_a().out.front().h.flags.rst());  // never a reset
+    EXPECT_TRUE(p.sink_a().out.front().h.flags.ack());
+  }
+}
+
+TEST(TcpConnection, Robustness5AckForDataNeverSentIsDroppedAndAcked) {
+  Pair p;
+  p.handshake();
+  const Bytes data = pattern(10, 10);
+  TcpRepr h = from_b(p, TcpFlags::kAck | TcpFlags::kPsh);
+  h.ack = p.a().snd_nxt() + 5000;  // beyond SND.NXT
+  h.payload_len = static_cast<std::uint32_t>(data.size());
+  p.a().on_segment(h, data, p.now());
+  EXPECT_EQ(p.a().readable(), 0u);  // the data is not taken
+  EXPECT_EQ(p.a().counters().dropped(SegmentDrop::kAckUnacceptable), 1u);
+  ASSERT_EQ(p.sink_a().out.size(), 1u);
+  EXPECT_EQ(p.sink_a().out.front().h.ack, p.a().rcv_nxt());
+  // Far below SND.UNA - MAX.SND.WND likewise (RFC 5961 5.2).
+  h.ack = p.a().snd_una() - (1u << 30);
+  p.a().on_segment(h, data, p.now());
+  EXPECT_EQ(p.a().counters().dropped(SegmentDrop::kAckUnacceptable), 2u);
+  EXPECT_EQ(p.a().readable(), 0u);
+}
+
+TEST(TcpConnection, Robustness6ChallengeAcksAreRateLimitedWithRandomness) {
+  std::set<std::uint64_t> allowances;
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    Sink s(kA, kB);
+    auto c = *Connection::create(small_config(), {kA, 40000, kB, 80}, s, seed);
+    TcpRepr syn;
+    syn.src_port = 80;
+    syn.dst_port = 40000;
+    syn.seq = SeqNum(1);
+    syn.flags = TcpFlags{TcpFlags::kSyn};
+    syn.window = 65535;
+    ASSERT_FALSE(c->accept_syn(syn, SeqNum(100), 1s));
+    TcpRepr ack = syn;
+    ack.seq = SeqNum(2);
+    ack.ack = SeqNum(101);
+    ack.flags = TcpFlags{TcpFlags::kAck};
+    c->on_segment(ack, {}, 1s);
+    ASSERT_EQ(c->state(), State::kEstablished);
+    TcpRepr rst = ack;
+    rst.flags = TcpFlags{TcpFlags::kRst};
+    rst.seq = SeqNum(500);
+    for (int i = 0; i < 1000; ++i) c->on_segment(rst, {}, 2s);
+    const auto sent = c->counters().challenge_acks;
+    EXPECT_GE(sent, 10u);
+    EXPECT_LE(sent, 15u);
+    EXPECT_EQ(sent + c->counters().challenge_acks_limited, 1000u);
+    allowances.insert(sent);
+    // The next second brings a new allowance.
+    c->on_segment(rst, {}, 3s);
+    EXPECT_EQ(c->counters().challenge_acks, sent + 1);
+    EXPECT_EQ(c->state(), State::kEstablished);
+  }
+  EXPECT_GT(allowances.size(), 1u) << "the allowance is not randomized";
+}
+
+TEST(TcpConnection, Robustness7PawsDropsOldTimestamps) {
+  Pair p;
+  p.handshake();
+  std::uint32_t b_tsval = 0;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (!from_a && s.h.options.timestamps) b_tsval = s.h.options.timestamps->tsval;
+    return true;
+  };
+  const Bytes data = pattern(100, 11);
+  EXPECT_EQ(transfer(p, p.b(), p.a(), data), data);
+  // A segment with a timestamp older than TS.Recent: dropped and ACKed.
+  TcpRepr h = from_b(p, TcpFlags::kAck | TcpFlags::kPsh);
+  h.options.timestamps = wire::TcpTimestamps{b_tsval - 1000, 0};  // a second before B's latest
+  h.payload_len = 10;
+  p.sink_a().out.clear();
+  p.a().on_segment(h, std::span(data).first(10), p.now());
+  EXPECT_EQ(p.a().readable(), 0u);
+  EXPECT_EQ(p.a().counters().dropped(SegmentDrop::kPaws), 1u);
+  EXPECT_EQ(p.sink_a().out.size(), 1u);
+  // An RST with an old timestamp is still judged by its sequence number.
+  TcpRepr rst = from_b(p, TcpFlags::kRst);
+  rst.options.timestamps = wire::TcpTimestamps{b_tsval - 1000, 0};
+  p.a().on_segment(rst, {}, p.now());
+  EXPECT_EQ(p.a().state(), State::kClosed);
+}
+
+TEST(TcpConnection, Robustness9UrgentPointerPastThePayloadIsHarmless) {
+  Pair p;
+  p.handshake();
+  const Bytes data = pattern(10, 12);
+  TcpRepr h = from_b(p, TcpFlags::kAck | TcpFlags::kUrg);
+  h.urgent = 60000;
+  h.payload_len = 10;
+  p.a().on_segment(h, data, p.now());
+  EXPECT_EQ(p.a().readable(), 10u);
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+}
+
+TEST(TcpConnection, Robustness15ZeroWindowHeldForALongTimeLosesNothing) {
+  ConnectionConfig c = small_config();
+  c.recv_buffer = 8 * 1024;
+  Pair p(small_config(), c);
+  p.handshake();
+  const Bytes data = pattern(40000, 13);
+  std::size_t sent = 0;
+  // B's application reads nothing for ten minutes.
+  for (int i = 0; i < 600; ++i) {
+    if (sent < data.size()) sent += or0(p.a().send(std::span(data).subspan(sent), p.now()));
+    p.pump(100);
+    p.advance(1s);
+    p.pump(100);
+  }
+  EXPECT_EQ(p.a().snd_wnd(), 0u);
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  EXPECT_GT(p.a().counters().window_probes, 5u);  // probes went on, backing off
+  EXPECT_EQ(p.a().counters().timeouts, 0u);
+  // Then it reads everything, byte-exact.
+  Bytes got;
+  std::array<std::byte, 4096> buf{};
+  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
+    if (sent < data.size()) sent += or0(p.a().send(std::span(data).subspan(sent), p.now()));
+    auto r = p.b().receive(buf, p.now());
+    ASSERT_TRUE(r);
+    got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    p.pump(100);
+    p.advance(10ms);
+  }
+  EXPECT_EQ(got, data);
+}
+
+TEST(TcpConnection, Robustness16SequenceAndTimestampWraparound) {
+  Pair p;
+  // Both sequence spaces start just below 2^32 and the timestamp clock is
+  // moved so that it wraps during the transfer.
+  ASSERT_FALSE(p.a().connect(SeqNum(0xffffff00u), p.now()));
+  const std::uint32_t ts0 = p.sink_a().out.front().h.options.timestamps->tsval;
+  p.sink_a().out.clear();
+  // Start over at a time whose timestamp is 2000 ms before the wrap.
+  const Nanos shift = std::chrono::milliseconds(std::uint64_t{0xffffffffu} - ts0 - 2000);
+  Pair q;
+  q.advance(shift);
+  q.handshake(SeqNum(0xffffff00u), SeqNum(0xfffff000u));
+  const Bytes ab = pattern(2'000'000, 14);
+  const Bytes got = transfer(q, q.a(), q.b(), ab, 1ms, 400000);
+  EXPECT_EQ(got, ab);
+  EXPECT_LT(q.a().snd_nxt(), SeqNum(0xffffff00u) + 3'000'000);  // wrapped past 0
+  EXPECT_EQ(q.a().counters().dropped(SegmentDrop::kPaws) + q.b().counters().dropped(SegmentDrop::kPaws), 0u);
+  EXPECT_EQ(q.a().counters().retransmits, 0u);
+}
+
+}  // namespace
+}  // namespace usnet::tcp
