@@ -1,6 +1,10 @@
-// UDP request/response with 64-byte payloads between two processes: over a
-// memif link with a usnet stack at each end, and over kernel UDP sockets on
-// 127.0.0.1, in the same run so the two can be compared.
+// UDP request/response with 64-byte payloads between two processes, in the
+// same run so the paths can be compared:
+//   - over a memif link with a usnet stack at each end, against kernel UDP
+//     sockets on 127.0.0.1;
+//   - across a veth pair between two network namespaces this program
+//     creates: a usnet stack at each end on an AF_XDP link (copy mode: veth
+//     has no zero-copy), against kernel UDP sockets on the same veth pair.
 //
 // The benchmark process forks a peer that echoes every datagram back. Each
 // iteration sends one datagram carrying a sequence number and waits for its
@@ -11,18 +15,32 @@
 // How each side waits differs and is part of what is measured:
 //   - usnet: both processes busy-poll (Interface::poll(now) in a tight loop,
 //     no sleeping): that is how a usnet stack is meant to run on a core of
-//     its own.
-//   - kernel, BM_UdpRR64_KernelLoopback: both processes block in
-//     recv()/recvfrom() (the usual way to use kernel sockets); each round
-//     trip includes two wake-ups of a sleeping process.
-//   - kernel, BM_UdpRR64_KernelLoopbackBusyPoll: both processes spin on
-//     non-blocking recv()/recvfrom() (MSG_DONTWAIT): the kernel's stack and
-//     system calls without the wake-ups, the fairer match for usnet's
-//     busy polling.
+//     its own. The AF_XDP variants differ only in the link's busy_poll=
+//     parameter (the socket's SO_PREFER_BUSY_POLL/SO_BUSY_POLL, and a
+//     non-blocking recvfrom() that drives the device when the RX ring is
+//     empty); both spin on rx_burst either way.
+//   - kernel, blocking: both processes block in recv()/recvfrom() (the usual
+//     way to use kernel sockets); each round trip includes two wake-ups of a
+//     sleeping process.
+//   - kernel, busy-poll: both processes spin on non-blocking
+//     recv()/recvfrom() (MSG_DONTWAIT): the kernel's stack and system calls
+//     without the wake-ups, the fairer match for usnet's busy polling.
 // Every wait has a deadline: a lost datagram or a dead peer makes the run an
-// error (SkipWithError) instead of a hang or a number.
+// error (SkipWithError) instead of a hang or a number. A benchmark that
+// cannot run (the veth ones need root) says why and reports no number.
+//
+// The veth benchmarks (network safety): two namespaces named
+// uxb-<pid>-a / uxb-<pid>-b, created on first use and deleted at exit, on
+// SIGINT/SIGTERM too (namespaces of dead runs with that name pattern are
+// deleted first); one veth pair between them; addresses only in
+// 198.18.0.0/15 (usnet 198.18.0.1 and .2 held by the stacks, the kernel
+// 198.18.1.1/24 and .2/24 on the veth ends); no default route; IPv6 off on
+// the veth ends. The peer enters namespace a with setns(2) before opening
+// its link; this process enters namespace b for the run and returns to its
+// own afterwards.
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,16 +51,23 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu_pinning.hpp"
+#include "usnet/link/af_xdp_link.hpp"
+#include "usnet/link/link.hpp"
 #include "usnet/link/memif_link.hpp"
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
@@ -61,8 +86,10 @@ constexpr std::uint16_t kEchoPort = 7;
 // echo is recognised (and ignored) during the timed run.
 constexpr std::uint64_t kWarmupBit = std::uint64_t{1} << 63;
 constexpr Nanos kRoundTripDeadline = 1s;   // one echo; far above any real round trip
-constexpr Nanos kConnectDeadline = 15s;    // memif handshake + ARP + first echo
+constexpr Nanos kConnectDeadline = 15s;    // memif handshake / XDP attach + ARP + first echo
 constexpr int kWarmupRoundTrips = 10'000;  // untimed, after the first echo came back
+// An echo peer ends by itself after this long, should nobody stop it.
+constexpr Nanos kPeerLifetime = 10min;
 
 Nanos now() { return std::chrono::duration_cast<Nanos>(std::chrono::steady_clock::now().time_since_epoch()); }
 
@@ -78,25 +105,61 @@ std::string pin_label(const CpuPlan& plan) {
 
 // ------------------------------------------------------------------ peer
 
+// The running peer, for the signal handler (which kills it before deleting
+// the namespaces it may sit in).
+std::atomic<pid_t> g_peer_pid{-1};
+
+// Set in the peer by SIGTERM: the echo loops return, so the peer closes its
+// link (an AF_XDP link takes its XDP program off the interface) and exits.
+volatile sig_atomic_t g_peer_stop = 0;
+void on_peer_term(int) { g_peer_stop = 1; }
+
+// Writes why the peer failed to `report` (read by Peer::why()) and returns
+// the peer's exit status.
+int peer_fail(int report, const std::string& why) {
+  if (report >= 0) (void)!::write(report, why.data(), why.size());
+  return 3;
+}
+
 class Peer {
  public:
-  // Forks; the child pins itself and exits with body()'s result. It dies
-  // with this process (PR_SET_PDEATHSIG).
-  Peer(const CpuPlan& plan, const std::function<int()>& body) {
+  // Forks; the child pins itself and exits with body(report_fd)'s result.
+  // It dies with this process (PR_SET_PDEATHSIG) and stops on SIGTERM
+  // (g_peer_stop).
+  Peer(const CpuPlan& plan, const std::function<int(int)>& body) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
     const pid_t parent = getpid();
     pid_ = fork();
     if (pid_ == 0) {
+      ::close(fds[0]);
+      struct sigaction sa {};
+      sa.sa_handler = on_peer_term;  // no SA_RESTART: a blocking recv returns EINTR
+      sigaction(SIGTERM, &sa, nullptr);
+      signal(SIGINT, SIG_DFL);
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(2);
-      if (plan.pinned && !pin_to(plan.peer_cpu)) _exit(2);
-      _exit(body());
+      if (plan.pinned && !pin_to(plan.peer_cpu)) _exit(peer_fail(fds[1], "could not pin the peer"));
+      _exit(body(fds[1]));
     }
+    ::close(fds[1]);
+    report_ = fds[0];
+    if (pid_ > 0) g_peer_pid.store(pid_);
   }
+  // Asks the peer to stop (SIGTERM) and waits up to 5 s for it to close its
+  // stack, then kills it.
   ~Peer() {
     if (pid_ > 0 && !reaped_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
+      kill(pid_, SIGTERM);
+      const Nanos give_up = now() + Nanos(5s);
+      while (alive() && now() < give_up) std::this_thread::sleep_for(1ms);
+      if (!reaped_) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+      }
     }
+    if (pid_ > 0) g_peer_pid.store(-1);
+    if (report_ >= 0) ::close(report_);
   }
   Peer(const Peer&) = delete;
   Peer& operator=(const Peer&) = delete;
@@ -106,10 +169,22 @@ class Peer {
     if (!reaped_ && waitpid(pid_, &status_, WNOHANG) == pid_) reaped_ = true;
     return !reaped_;
   }
+  // What the peer reported before it failed (empty if nothing yet).
+  std::string why() {
+    std::string out;
+    if (report_ < 0) return out;
+    const int flags = fcntl(report_, F_GETFL);
+    fcntl(report_, F_SETFL, flags | O_NONBLOCK);
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(report_, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    return out;
+  }
 
  private:
   pid_t pid_ = -1;
   int status_ = 0;
+  int report_ = -1;
   bool reaped_ = false;
 };
 
@@ -159,6 +234,12 @@ void report(benchmark::State& state, std::vector<std::uint64_t>& samples, const 
   state.counters["mean_ns"] = p.mean;
   state.counters["max_ns"] = p.max;
   state.counters["samples"] = static_cast<double>(samples.size());
+  // How many round trips stalled (the tail's shape: a few long stalls or
+  // many moderate ones). The samples are sorted by percentiles().
+  state.counters["over_100us"] = static_cast<double>(
+      samples.end() - std::upper_bound(samples.begin(), samples.end(), std::uint64_t{100'000}));
+  state.counters["over_1ms"] = static_cast<double>(
+      samples.end() - std::upper_bound(samples.begin(), samples.end(), std::uint64_t{1'000'000}));
   // Round trips per second over the whole timed loop (SetItemsProcessed
   // would also count the setup when the loop ends early on an error).
   state.counters["round_trips"] =
@@ -166,18 +247,242 @@ void report(benchmark::State& state, std::vector<std::uint64_t>& samples, const 
   state.SetLabel(pin_label(plan) + extra);
 }
 
+// ------------------------------------------------------------------ commands and namespaces
+
+// The command (absolute path) under /usr/bin/timeout -s KILL, output
+// discarded. Only async-signal-safe calls: the signal handler uses it with
+// argument vectors built beforehand.
+int run_argv(char* const* argv) {
+  const pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, 1);
+      dup2(null, 2);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// An argument vector that owns its strings: "/usr/bin/timeout -s KILL 10
+// <argv...>".
+class Command {
+ public:
+  explicit Command(const std::vector<std::string>& argv) : text_{"/usr/bin/timeout", "-s", "KILL", "10"} {
+    text_.insert(text_.end(), argv.begin(), argv.end());
+    for (auto& s : text_) ptrs_.push_back(s.data());
+    ptrs_.push_back(nullptr);
+  }
+  Command(const Command&) = delete;
+  Command& operator=(const Command&) = delete;
+  int run() const { return run_argv(ptrs_.data()); }
+  std::string text() const {
+    std::string t;
+    for (std::size_t i = 4; i < text_.size(); ++i) t += (i > 4 ? " " : "") + text_[i];
+    return t;
+  }
+
+ private:
+  std::vector<std::string> text_;
+  std::vector<char*> ptrs_;
+};
+
+std::string find_ip() {
+  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return {};
+}
+
+// Two namespaces joined by a veth pair, for the whole run (created on first
+// use, deleted by the destructor at exit and by the SIGINT/SIGTERM handler).
+struct VethTopology {
+  std::string ns_a, ns_b, if_a, if_b;
+  // Cleanup, in order: the veth (deleting one end deletes both), then the
+  // namespaces. Built before anything is created.
+  std::vector<std::unique_ptr<Command>> cleanup;
+
+  void remove() const {
+    for (const auto& c : cleanup) (void)c->run();
+  }
+};
+
+// Deliberately leaked: the signal handler may run at any time, even during
+// static destruction.
+VethTopology* g_topology = nullptr;
+std::atomic<bool> g_topology_live{false};
+
+void remove_topology_now() {
+  if (g_topology_live.exchange(false)) g_topology->remove();
+}
+
+void on_fatal_signal(int sig) {
+  const pid_t peer = g_peer_pid.load();
+  if (peer > 0) {
+    kill(peer, SIGKILL);
+    waitpid(peer, nullptr, 0);
+  }
+  remove_topology_now();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+// At normal exit (Google Benchmark's main returns).
+struct TopologyAtExit {
+  ~TopologyAtExit() { remove_topology_now(); }
+} g_topology_at_exit;
+
+// Namespaces uxb-<pid>-a/b left by a run that died without cleaning up
+// (SIGKILL): delete them.
+void sweep_stale(const std::string& ip) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("uxb-", 0) != 0) continue;
+    const auto dash = name.find('-', 4);
+    if (dash == std::string::npos) continue;
+    const long pid = std::strtol(name.substr(4, dash - 4).c_str(), nullptr, 10);
+    if (pid > 0 && pid != getpid() && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      (void)Command({ip, "netns", "del", name}).run();
+    }
+  }
+}
+
+// Why the veth benchmarks cannot run here, or empty.
+std::string veth_blocker() {
+  if (geteuid() != 0) return "needs root (network namespaces, veth, AF_XDP): run as root";
+  if (find_ip().empty()) return "the 'ip' command (iproute2) is missing: run scripts/install-deps";
+  if (::access("/usr/bin/timeout", X_OK) != 0) return "/usr/bin/timeout (coreutils) is missing";
+  return {};
+}
+
+// The topology, created on first call; nullptr and `error` set if it could
+// not be.
+const VethTopology* topology(std::string& error) {
+  static std::string failed;
+  if (g_topology_live.load()) return g_topology;
+  if (!failed.empty()) {
+    error = failed;
+    return nullptr;
+  }
+  if (error = veth_blocker(); !error.empty()) return nullptr;
+  const std::string ip = find_ip();
+  sweep_stale(ip);
+  const std::string pid = std::to_string(getpid());
+  auto* t = new VethTopology;
+  t->ns_a = "uxb-" + pid + "-a";
+  t->ns_b = "uxb-" + pid + "-b";
+  t->if_a = "uxb" + pid + "a";  // at most 15 characters: pids have at most 7 digits
+  t->if_b = "uxb" + pid + "b";
+  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "link", "del", t->if_a}));
+  t->cleanup.push_back(
+      std::make_unique<Command>(std::vector<std::string>{ip, "-n", t->ns_a, "link", "del", t->if_a}));
+  t->cleanup.push_back(
+      std::make_unique<Command>(std::vector<std::string>{ip, "-n", t->ns_b, "link", "del", t->if_b}));
+  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "netns", "del", t->ns_a}));
+  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "netns", "del", t->ns_b}));
+  g_topology = t;
+  g_topology_live.store(true);
+  struct sigaction sa {};
+  sa.sa_handler = on_fatal_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  auto in = [&](const std::string& ns, std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {ip, "netns", "exec", ns});
+    return argv;
+  };
+  const std::vector<std::vector<std::string>> steps = {
+      {ip, "netns", "add", t->ns_a},
+      {ip, "netns", "add", t->ns_b},
+      // IPv6 off for devices that arrive in the namespaces: no router
+      // solicitations or DAD on the veth during the runs.
+      in(t->ns_a, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
+      in(t->ns_b, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
+      // Made in this namespace and moved: the ends keep distinct ifindexes.
+      {ip, "link", "add", t->if_a, "type", "veth", "peer", "name", t->if_b},
+      {ip, "link", "set", t->if_a, "netns", t->ns_a},
+      {ip, "link", "set", t->if_b, "netns", t->ns_b},
+      {ip, "-n", t->ns_a, "addr", "add", "198.18.1.1/24", "dev", t->if_a},
+      {ip, "-n", t->ns_b, "addr", "add", "198.18.1.2/24", "dev", t->if_b},
+      {ip, "-n", t->ns_a, "link", "set", t->if_a, "up"},
+      {ip, "-n", t->ns_b, "link", "set", t->if_b, "up"},
+  };
+  for (const auto& step : steps) {
+    const Command c(step);
+    if (const int status = c.run(); status != 0) {
+      failed = "'" + c.text() + "' failed (status " + std::to_string(status) + ")";
+      remove_topology_now();
+      error = failed;
+      return nullptr;
+    }
+  }
+  return t;
+}
+
+// This process (thread) in network namespace `ns` for a scope; back in the
+// one it was in afterwards.
+class ScopedNetns {
+ public:
+  explicit ScopedNetns(const std::string& ns) {
+    self_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (self_ < 0 || fd < 0) {
+      error_ = "cannot open namespace " + ns + ": " + std::strerror(errno);
+    } else if (::setns(fd, CLONE_NEWNET) != 0) {
+      error_ = "setns into " + ns + ": " + std::strerror(errno);
+    } else {
+      entered_ = true;
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  ~ScopedNetns() {
+    if (entered_ && ::setns(self_, CLONE_NEWNET) != 0) {
+      // Later benchmarks would run in the wrong namespace: stop here.
+      std::fprintf(stderr, "udp_rr_bench: cannot return to the original network namespace\n");
+      std::abort();
+    }
+    if (self_ >= 0) ::close(self_);
+  }
+  ScopedNetns(const ScopedNetns&) = delete;
+  ScopedNetns& operator=(const ScopedNetns&) = delete;
+  const std::string& error() const { return error_; }
+
+ private:
+  int self_ = -1;
+  bool entered_ = false;
+  std::string error_;
+};
+
+// For the peer: enters `ns` for good. Empty or why not.
+std::string enter_netns(const std::string& ns) {
+  const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "cannot open namespace " + ns + ": " + std::strerror(errno);
+  const int r = ::setns(fd, CLONE_NEWNET);
+  const int e = errno;
+  ::close(fd);
+  if (r != 0) return "setns into " + ns + ": " + std::strerror(e);
+  return {};
+}
+
 // ------------------------------------------------------------------ usnet stack
 
-constexpr std::size_t kBufferSize = 2048;
+constexpr std::size_t kBufferSize = 2048;  // a power of two: AF_XDP UMEM chunks
 constexpr std::size_t kSegmentBytes = 64 * 1024;
 constexpr std::uint32_t kBuffers = 4096;
 
-// Arena, pool, memif link, interface and UDP layer, torn down in reverse.
+// Arena, pool, link, interface and UDP layer, torn down in reverse.
 struct UsnetStack {
   std::optional<usnet::mem::Arena> arena;
   std::unique_ptr<usnet::mem::PacketPool> pool;
   usnet::mem::OwnerId owner;
-  std::unique_ptr<usnet::link::MemifLink> link;
+  std::unique_ptr<usnet::link::Link> link;
   std::unique_ptr<usnet::net::Interface> iface;
   std::unique_ptr<usnet::udp::UdpLayer> udp;
 
@@ -192,9 +497,9 @@ struct UsnetStack {
   }
 };
 
-// Empty string on success, else what failed.
-std::string open_stack(UsnetStack& s, const std::string& socket_path, usnet::link::MemifRole role,
-                       usnet::wire::Ipv4Addr addr) {
+// Opens the stack on the link `uri` names. Empty string on success, else
+// what failed.
+std::string open_stack(UsnetStack& s, const std::string& uri, usnet::wire::Ipv4Addr addr) {
   constexpr std::uint32_t segments =
       static_cast<std::uint32_t>((std::size_t{kBuffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
   const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
@@ -209,11 +514,8 @@ std::string open_stack(UsnetStack& s, const std::string& socket_path, usnet::lin
   if (!owner) return "pool owner: " + owner.error().message();
   s.owner = *owner;
 
-  usnet::link::MemifConfig mc;
-  mc.socket_path = socket_path;
-  mc.role = role;
-  auto link = usnet::link::MemifLink::create(mc, *s.pool, s.owner);
-  if (!link) return "memif: " + link.error().message;
+  auto link = usnet::link::open_link(uri, *s.pool, s.owner);
+  if (!link) return uri + ": " + link.error().message;
   s.link = std::move(*link);
 
   usnet::net::InterfaceConfig ic;
@@ -234,16 +536,20 @@ std::string open_stack(UsnetStack& s, const std::string& socket_path, usnet::lin
 const usnet::wire::Ipv4Addr kServerAddr = *usnet::wire::Ipv4Addr::parse("198.18.0.1");
 const usnet::wire::Ipv4Addr kClientAddr = *usnet::wire::Ipv4Addr::parse("198.18.0.2");
 
-// Peer: memif server at 198.18.0.1, echoing every datagram on port 7 from
-// the buffer it arrived in. Busy-polls until killed (yields when it shares
-// the CPU with the benchmark process).
-int usnet_echo_server(const std::string& path, bool own_core) {
+// Peer: usnet stack at 198.18.0.1 on `uri`, echoing every datagram on port
+// 7 from the buffer it arrived in. Busy-polls until told to stop (SIGTERM)
+// or kPeerLifetime has passed; yields when it shares the CPU with the
+// benchmark process.
+int usnet_echo_server(const std::string& uri, bool own_core, int report_fd) {
   UsnetStack s;
-  if (!open_stack(s, path, usnet::link::MemifRole::kServer, kServerAddr).empty()) return 3;
+  if (auto e = open_stack(s, uri, kServerAddr); !e.empty()) return peer_fail(report_fd, e);
   auto sock = s.udp->open({.max_queue_datagrams = 1024, .max_queue_bytes = 1u << 20});
-  if (sock->bind({usnet::wire::Ipv4Addr{}, kEchoPort})) return 3;
+  if (auto ec = sock->bind({usnet::wire::Ipv4Addr{}, kEchoPort}))
+    return peer_fail(report_fd, "bind: " + ec.message());
+  const Nanos end = now() + kPeerLifetime;
   for (;;) {
     const Nanos t = now();
+    if (g_peer_stop != 0 || t > end) return 0;  // the stack closes on the way out
     s.iface->poll(t);
     bool any = false;
     while (auto d = sock->receive()) {
@@ -288,30 +594,36 @@ struct Waiter {
       }
       if (got) return {};
       if (t > deadline) return "no echo within the deadline";
-      if ((++spins & 0xffffu) == 0 && !peer.alive()) return "the echo peer died";
+      if ((++spins & 0xffffu) == 0 && !peer.alive()) {
+        const std::string why = peer.why();
+        return "the echo peer died" + (why.empty() ? std::string() : ": " + why);
+      }
       if (!own_core) sched_yield();
     }
   }
 };
 
-void BM_UdpRR64_UsnetMemif(benchmark::State& state) {
-  const CpuPlan plan = plan_cpus();
-  const std::string path = "/tmp/usnet-udp-rr-" + std::to_string(getpid()) + ".sock";
-  ::unlink(path.c_str());
-  // The peer builds its own stack after the fork: nothing of this process's
-  // stack is shared but the memif socket path.
-  Peer peer(plan, [&path, &plan] { return usnet_echo_server(path, plan.pinned); });
-  if (!peer.started()) {
-    state.SkipWithError("fork failed");
-    return;
+// What the link adds to the label (AF_XDP: copy or zero-copy, XDP mode).
+std::string link_label(const usnet::link::Link& link) {
+  if (const auto* x = dynamic_cast<const usnet::link::AfXdpLink*>(&link)) {
+    return std::string("; af_xdp ") + (x->zero_copy() ? "zero-copy" : "copy mode") + ", xdp " + x->xdp_mode();
   }
+  return {};
+}
+
+// The measuring side of the usnet benchmarks: a stack at 198.18.0.2 on
+// `uri`, against an echo peer already started; 100,000 timed round trips
+// after the warm-up.
+void usnet_client_rr(benchmark::State& state, const CpuPlan& plan, Peer& peer, const std::string& uri,
+                     const std::string& label) {
   ScopedPin pin(plan);
   std::vector<std::uint64_t> samples;
   samples.reserve(static_cast<std::size_t>(state.max_iterations));
   std::string error;
+  std::string extra;
   {
     UsnetStack s;
-    error = open_stack(s, path, usnet::link::MemifRole::kClient, kClientAddr);
+    error = open_stack(s, uri, kClientAddr);
     std::unique_ptr<usnet::udp::UdpSocket> sock;
     if (error.empty()) {
       sock = s.udp->open({.max_queue_datagrams = 1024, .max_queue_bytes = 1u << 20});
@@ -329,9 +641,11 @@ void BM_UdpRR64_UsnetMemif(benchmark::State& state) {
       bool answered = false;
       for (std::uint64_t seq = kWarmupBit; !answered && error.empty(); ++seq) {
         if (now() > give_up) {
-          error =
-              "no echo during warm-up (memif connected: " + std::string(s.link->connected() ? "yes" : "no") +
-              ")";
+          error = "no echo during warm-up";
+          if (const auto* m = dynamic_cast<const usnet::link::MemifLink*>(s.link.get())) {
+            error += std::string(" (memif connected: ") + (m->connected() ? "yes" : "no") + ")";
+          }
+          if (const std::string why = peer.why(); !why.empty()) error += "; the peer said: " + why;
           break;
         }
         fill(out, seq);
@@ -378,29 +692,105 @@ void BM_UdpRR64_UsnetMemif(benchmark::State& state) {
       }
       state.counters["stale_warmup_echoes"] = static_cast<double>(w->stale);
       state.counters["udp_rx_dropped"] = static_cast<double>(s.udp->counters().dropped_total());
+      state.counters["link_tx_errors"] = static_cast<double>(s.link->counters().tx_errors);
+      extra = link_label(*s.link);
     }
     // The client stack goes first (the server sees it hang up), then the peer.
   }
+  report(state, samples, plan, label + extra);
+}
+
+void BM_UdpRR64_UsnetMemif(benchmark::State& state) {
+  const CpuPlan plan = plan_cpus();
+  const std::string path = "/tmp/usnet-udp-rr-" + std::to_string(getpid()) + ".sock";
   ::unlink(path.c_str());
-  report(state, samples, plan, "; both sides busy-poll");
+  // The peer builds its own stack after the fork: nothing of this process's
+  // stack is shared but the memif socket path.
+  {
+    Peer peer(plan, [&path, &plan](int report_fd) {
+      return usnet_echo_server("memif:" + path + "?role=server", plan.pinned, report_fd);
+    });
+    if (!peer.started()) {
+      state.SkipWithError("fork failed");
+    } else {
+      usnet_client_rr(state, plan, peer, "memif:" + path + "?role=client", "; both sides busy-poll");
+    }
+  }
+  ::unlink(path.c_str());
 }
 BENCHMARK(BM_UdpRR64_UsnetMemif)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// usnet at both ends of the veth pair on AF_XDP links: the peer in
+// namespace a, this process in namespace b. `busy_poll_us` goes into both
+// link URIs (0: left out).
+void usnet_af_xdp_rr(benchmark::State& state, std::uint32_t busy_poll_us) {
+  std::string error;
+  const VethTopology* t = topology(error);
+  if (t == nullptr) {
+    state.SkipWithError(("veth benchmark not run: " + error).c_str());
+    return;
+  }
+  const CpuPlan plan = plan_cpus();
+  const std::string params = busy_poll_us > 0 ? "?busy_poll=" + std::to_string(busy_poll_us) : "";
+  const std::string ns_a = t->ns_a;
+  const std::string uri_a = "af_xdp:" + t->if_a + params;
+  {
+    Peer peer(plan, [&ns_a, &uri_a, &plan](int report_fd) {
+      if (auto e = enter_netns(ns_a); !e.empty()) return peer_fail(report_fd, e);
+      return usnet_echo_server(uri_a, plan.pinned, report_fd);
+    });
+    if (!peer.started()) {
+      state.SkipWithError("fork failed");
+      return;
+    }
+    const ScopedNetns in_b(t->ns_b);
+    if (!in_b.error().empty()) {
+      state.SkipWithError(in_b.error().c_str());
+      return;
+    }
+    usnet_client_rr(state, plan, peer, "af_xdp:" + t->if_b + params,
+                    busy_poll_us > 0 ? "; both sides busy-poll, busy_poll=" + std::to_string(busy_poll_us)
+                                     : "; both sides busy-poll, no busy_poll= on the link");
+  }
+  // The peer closed its link (taking its XDP program off the interface)
+  // when asked to stop; should it have been killed instead, take the
+  // program off here, so the kernel benchmarks see a bare veth.
+  const std::string ip = find_ip();
+  (void)Command({ip, "-n", t->ns_a, "link", "set", "dev", t->if_a, "xdp", "off"}).run();
+  (void)Command({ip, "-n", t->ns_b, "link", "set", "dev", t->if_b, "xdp", "off"}).run();
+}
+
+void BM_UdpRR64_UsnetAfXdpVeth(benchmark::State& state) { usnet_af_xdp_rr(state, 0); }
+BENCHMARK(BM_UdpRR64_UsnetAfXdpVeth)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_UdpRR64_UsnetAfXdpVethBusyPoll50us(benchmark::State& state) { usnet_af_xdp_rr(state, 50); }
+BENCHMARK(BM_UdpRR64_UsnetAfXdpVethBusyPoll50us)
+    ->Iterations(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // ------------------------------------------------------------------ kernel
 
 // Peer: recvfrom/sendto echo on the socket it inherited; blocking, or
-// spinning on MSG_DONTWAIT (yielding when it shares the CPU).
+// spinning on MSG_DONTWAIT (yielding when it shares the CPU). Returns on
+// SIGTERM or after kPeerLifetime (the blocking receive has a 1 s timeout,
+// so the lifetime is checked).
 int kernel_echo_server(int fd, bool busy_poll, bool own_core) {
   std::array<std::byte, 2048> buf{};
   const int flags = busy_poll ? MSG_DONTWAIT : 0;
-  for (;;) {
+  const timeval tv{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const Nanos end = now() + kPeerLifetime;
+  for (std::uint64_t spins = 0;;) {
+    if (g_peer_stop != 0) return 0;
     sockaddr_in from{};
     socklen_t len = sizeof from;
     const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), flags, reinterpret_cast<sockaddr*>(&from), &len);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN && busy_poll) {
-        if (!own_core) sched_yield();
+      if (errno == EAGAIN) {
+        if ((!busy_poll || (++spins & 0xffffu) == 0) && now() > end) return 0;
+        if (busy_poll && !own_core) sched_yield();
         continue;
       }
       return 3;
@@ -420,33 +810,62 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
-  void reset() {
+  void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
+    fd_ = fd;
   }
 
  private:
   int fd_;
 };
 
-void kernel_rr(benchmark::State& state, bool busy_poll) {
+// Where the kernel benchmark's two sockets live: loopback in this process's
+// namespace, or the server on the veth end in namespace a and the client on
+// the one in namespace b.
+struct KernelPath {
+  std::uint32_t server_addr;  // host order
+  std::string server_ns;      // empty: this process's namespace
+  std::string client_ns;
+};
+
+// A UDP socket made in namespace `ns` (sockets stay in the namespace they
+// were made in).
+int udp_socket_in(const std::string& ns, std::string& error) {
+  std::optional<ScopedNetns> in;
+  if (!ns.empty()) {
+    in.emplace(ns);
+    if (!in->error().empty()) {
+      error = in->error();
+      return -1;
+    }
+  }
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) error = std::string("socket: ") + std::strerror(errno);
+  return fd;
+}
+
+void kernel_rr(benchmark::State& state, bool busy_poll, const KernelPath& path) {
   const CpuPlan plan = plan_cpus();
   std::vector<std::uint64_t> samples;
   samples.reserve(static_cast<std::size_t>(state.max_iterations));
 
   // The server socket is made here (port chosen by the kernel) and
   // inherited by the peer; this process closes its copy.
-  Fd server(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  Fd client(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  std::string error;
+  Fd server(udp_socket_in(path.server_ns, error));
+  Fd client(error.empty() ? udp_socket_in(path.client_ns, error) : -1);
+  if (!error.empty()) {
+    state.SkipWithError(("kernel socket setup failed: " + error).c_str());
+    return;
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_addr.s_addr = htonl(path.server_addr);
   socklen_t alen = sizeof addr;
-  if (server.get() < 0 || client.get() < 0 ||
-      ::bind(server.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+  if (::bind(server.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
       ::getsockname(server.get(), reinterpret_cast<sockaddr*>(&addr), &alen) != 0 ||
       ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    state.SkipWithError("kernel socket setup failed");
+    state.SkipWithError((std::string("kernel socket setup failed: ") + std::strerror(errno)).c_str());
     return;
   }
   // Every receive has a deadline.
@@ -454,7 +873,7 @@ void kernel_rr(benchmark::State& state, bool busy_poll) {
   ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
   const int sfd = server.get();
-  Peer peer(plan, [sfd, busy_poll, &plan] { return kernel_echo_server(sfd, busy_poll, plan.pinned); });
+  Peer peer(plan, [sfd, busy_poll, &plan](int) { return kernel_echo_server(sfd, busy_poll, plan.pinned); });
   server.reset();
   if (!peer.started()) {
     state.SkipWithError("fork failed");
@@ -490,7 +909,6 @@ void kernel_rr(benchmark::State& state, bool busy_poll) {
     }
   };
 
-  std::string error;
   for (int i = 0; i < kWarmupRoundTrips && error.empty(); ++i) {
     error = round_trip(kWarmupBit | static_cast<std::uint64_t>(i));
     if (!error.empty()) error = "warm-up: " + error;
@@ -517,14 +935,35 @@ void kernel_rr(benchmark::State& state, bool busy_poll) {
          busy_poll ? "; both sides spin on MSG_DONTWAIT recv" : "; both sides block in recv");
 }
 
-void BM_UdpRR64_KernelLoopback(benchmark::State& state) { kernel_rr(state, false); }
+const KernelPath kLoopback{INADDR_LOOPBACK, {}, {}};
+
+void BM_UdpRR64_KernelLoopback(benchmark::State& state) { kernel_rr(state, false, kLoopback); }
 BENCHMARK(BM_UdpRR64_KernelLoopback)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-void BM_UdpRR64_KernelLoopbackBusyPoll(benchmark::State& state) { kernel_rr(state, true); }
+void BM_UdpRR64_KernelLoopbackBusyPoll(benchmark::State& state) { kernel_rr(state, true, kLoopback); }
 BENCHMARK(BM_UdpRR64_KernelLoopbackBusyPoll)
     ->Iterations(100'000)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// Kernel UDP across the veth pair: server socket 198.18.1.1 in namespace a,
+// client 198.18.1.2 in namespace b. No XDP program is on the veth then (the
+// usnet runs take theirs off when they close).
+void kernel_veth_rr(benchmark::State& state, bool busy_poll) {
+  std::string error;
+  const VethTopology* t = topology(error);
+  if (t == nullptr) {
+    state.SkipWithError(("veth benchmark not run: " + error).c_str());
+    return;
+  }
+  kernel_rr(state, busy_poll, KernelPath{0xc6120101u /* 198.18.1.1 */, t->ns_a, t->ns_b});
+}
+
+void BM_UdpRR64_KernelVeth(benchmark::State& state) { kernel_veth_rr(state, false); }
+BENCHMARK(BM_UdpRR64_KernelVeth)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_UdpRR64_KernelVethBusyPoll(benchmark::State& state) { kernel_veth_rr(state, true); }
+BENCHMARK(BM_UdpRR64_KernelVethBusyPoll)->Iterations(100'000)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
