@@ -120,7 +120,26 @@ void TimerWheel::place(std::uint32_t i) noexcept {
   if (level >= levels_) level = levels_ - 1;
   const auto slot = static_cast<std::uint32_t>((at >> (kBits * level)) & (kSlots - 1));
   link(i, static_cast<std::uint16_t>(level * kSlots + slot));
-  next_cache_.reset();
+  // Keep the cache a lower bound without a search: pushing the RTO forward
+  // on every ACK then leaves advance() on its O(1) path.
+  if (next_cache_) {
+    const std::uint64_t t = bucket_time(level, slot);
+    if (t < *next_cache_) next_cache_ = t;
+  }
+}
+
+// When the bucket's turn comes, seen from current_: the first tick of the
+// bucket's span. Below the top level a bucket is always after the current
+// digit; the top level is circular, and a bucket at or before the digit is
+// next round's.
+std::uint64_t TimerWheel::bucket_time(std::uint32_t level, std::uint32_t slot) const noexcept {
+  const std::uint32_t shift = kBits * level;
+  const std::uint32_t block_shift = shift + kBits;
+  const std::uint64_t block = (current_ >> block_shift) << block_shift;
+  std::uint64_t t = block + (std::uint64_t{slot} << shift);
+  if (level + 1 == levels_ && slot <= ((current_ >> shift) & (kSlots - 1)))
+    t += std::uint64_t{1} << block_shift;
+  return t;
 }
 
 // The earliest bucket with work: the lowest non-empty level's first bucket
@@ -131,26 +150,15 @@ std::optional<TimerWheel::Event> TimerWheel::next_event() const noexcept {
   for (std::uint32_t k = 0; k < levels_; ++k) {
     const std::uint64_t map = occupied_[k];
     if (map == 0) continue;
-    const std::uint32_t shift = kBits * k;
-    const std::uint32_t digit = static_cast<std::uint32_t>((current_ >> shift) & (kSlots - 1));
+    const std::uint32_t digit = static_cast<std::uint32_t>((current_ >> (kBits * k)) & (kSlots - 1));
     const std::uint64_t after = digit == kSlots - 1 ? 0 : map & (~std::uint64_t{0} << (digit + 1));
-    const std::uint32_t block_shift = shift + kBits;
-    const std::uint64_t block = (current_ >> block_shift) << block_shift;
-    if (k + 1 < levels_) {
-      // Placement puts a timer only after the current digit, and buckets are
-      // cascaded when the digit reaches them.
-      assert(after == map);
-      if (after == 0) continue;
-      const auto slot = static_cast<std::uint32_t>(__builtin_ctzll(after));
-      return Event{k, slot, block + (std::uint64_t{slot} << shift)};
-    }
-    // The top level is circular: buckets at or before the digit are next round's.
-    if (after != 0) {
-      const auto slot = static_cast<std::uint32_t>(__builtin_ctzll(after));
-      return Event{k, slot, block + (std::uint64_t{slot} << shift)};
-    }
-    const auto slot = static_cast<std::uint32_t>(__builtin_ctzll(map));
-    return Event{k, slot, block + (std::uint64_t{1} << block_shift) + (std::uint64_t{slot} << shift)};
+    // Placement puts a timer only after the current digit below the top
+    // level, and buckets are cascaded when the digit reaches them.
+    assert(k + 1 == levels_ || after == map);
+    // The top level is circular: with nothing after the digit, the first
+    // bucket is next round's.
+    const auto slot = static_cast<std::uint32_t>(__builtin_ctzll(after != 0 ? after : map));
+    return Event{k, slot, bucket_time(k, slot)};
   }
   return std::nullopt;
 }

@@ -458,7 +458,7 @@ class Model {
 
   void advance() {
     Nanos step;
-    switch (pick(8)) {
+    switch (pick(128)) {
       case 0:
         step = -Nanos{static_cast<std::int64_t>(pick(static_cast<std::uint64_t>(cfg_.tick.count()) * 3))};
         break;  // time going back: nothing fires
@@ -556,6 +556,7 @@ TEST(TimerWheel, RandomizedAgainstReferenceModel) {
     TimerWheelConfig cfg;
     Nanos start;
     Nanos max_delay;
+    bool fills_up = false;
   };
   const std::vector<Case> cases = {
       // Defaults, RTO-like to keep-alive-like delays.
@@ -567,7 +568,7 @@ TEST(TimerWheel, RandomizedAgainstReferenceModel) {
       // One level: everything is the circular top level.
       {{.capacity = 256, .tick = 1ms, .levels = 1}, 0ns, 300ms},
       // An odd tick, and a tight capacity so that schedule() fails sometimes.
-      {{.capacity = 40, .tick = 7ns, .levels = 4}, 1000ns, 20us},
+      {{.capacity = 16, .tick = 7ns, .levels = 4}, 1000ns, 20us, true},
   };
   std::uint64_t seed = 0x5eed'0001;
   for (const auto& c : cases) {
@@ -577,6 +578,10 @@ TEST(TimerWheel, RandomizedAgainstReferenceModel) {
     if (HasFatalFailure()) return;
     EXPECT_GT(m.fired(), 500u);
     EXPECT_EQ(m.wheel().counters().fired, m.fired());
+    EXPECT_GT(m.wheel().counters().cascaded, 0u);
+    if (c.fills_up) {
+      EXPECT_GT(m.wheel().counters().full, 0u);
+    }
   }
 }
 

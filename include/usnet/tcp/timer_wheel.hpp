@@ -127,8 +127,9 @@ class TimerWheel {
   // on_fire(TimerId, std::uint64_t cookie) once each, in deadline order
   // across ticks. Returns how many fired. Time never goes back: an earlier
   // `now` than a previous call fires nothing. Cost: O(levels) per bucket
-  // with work, plus O(1) per timer fired or moved down; a call with nothing
-  // due costs O(1) after the first (the next event is cached).
+  // with work, plus O(1) per timer fired or moved down. A call with nothing
+  // due costs O(1): the next bucket's time is cached as a lower bound, kept
+  // by schedule and reschedule without a search.
   template <class F>
   std::size_t advance(Nanos now, F&& on_fire) {
     if (in_advance_) return 0;
@@ -195,6 +196,7 @@ class TimerWheel {
   void unlink(std::uint32_t i) noexcept;
   void place(std::uint32_t i) noexcept;
   std::optional<Event> next_event() const noexcept;
+  std::uint64_t bucket_time(std::uint32_t level, std::uint32_t slot) const noexcept;
   void begin_advance(Nanos now) noexcept;
   bool next_fired(Fired& out) noexcept;
 
@@ -207,8 +209,8 @@ class TimerWheel {
   std::uint64_t current_ = 0;  // every timer due at or before this tick has fired
   std::uint64_t target_ = 0;   // the tick the running advance() goes to
   std::size_t size_ = 0;
-  // The next event's tick, if known: a lower bound on every bucket's event
-  // (inserting invalidates it; removing leaves it a valid lower bound).
+  // A lower bound on the tick of every occupied bucket's turn, if known
+  // (placing lowers it as needed; removing leaves it a valid lower bound).
   mutable std::optional<std::uint64_t> next_cache_;
   bool in_advance_ = false;
   TimerWheelCounters counters_;
