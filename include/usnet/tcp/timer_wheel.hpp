@@ -24,7 +24,8 @@
 // that level. When c reaches the start of a bucket above level 0, the bucket
 // is "cascaded": its timers are placed again relative to the new c, each
 // lands on a lower level (or fires). A timer thus moves at most `levels`
-// times in its life, and a level-0 bucket holds timers of exactly one tick.
+// times in its life (plus once per range waited, if clamped), and a level-0
+// bucket holds timers of exactly one tick.
 // Each level keeps a 64-bit map of its non-empty buckets, so the next bucket
 // with work is found with one count-trailing-zeros per level: advancing over
 // an idle hour costs O(levels), not O(ticks elapsed). The top level is
@@ -37,7 +38,8 @@
 // and, if advance() is called at least once per tick, at most one tick late.
 // Within one tick the firing order is unspecified (schedule order, mostly);
 // across ticks it is deadline order. A timer scheduled for a time already
-// passed fires on the next advance() call.
+// passed fires on the next advance() call, before the others, in schedule
+// order.
 //
 // Limits and cost. create() allocates everything once: 32 bytes per timer
 // plus 4 bytes per bucket; schedule, reschedule, cancel and advance never
