@@ -187,10 +187,6 @@ void Connection::take_peer_options(const TcpRepr& syn) {
   // RFC 9293 3.7.1: 536 when the peer names none; never more than our own
   // MTU allows, never below min_mss (a peer cannot make us send tiny
   // segments: ROBUSTNESS 10).
-  std::uint16_t mss = o.mss.value_or(536);
-  mss = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
-  snd_mss_ = mss;
-  cc_->set_smss(snd_mss_);
   // RFC 7323 2.2: scaling only when both sides sent the option.
   if (config_.window_scaling && o.window_scale) {
     snd_shift_ = *o.window_scale;
@@ -205,6 +201,13 @@ void Connection::take_peer_options(const TcpRepr& syn) {
   } else {
     ts_on_ = false;
   }
+  std::uint16_t mss = o.mss.value_or(536);
+  mss = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
+  // RFC 9293 3.7.1: the options every segment carries come out of the MSS
+  // (the timestamps option takes 12 bytes with its padding).
+  if (ts_on_) mss = static_cast<std::uint16_t>(std::max<int>(mss - 12, config_.min_mss));
+  snd_mss_ = mss;
+  cc_->set_smss(snd_mss_);
 }
 
 // ---------------------------------------------------------------------------
@@ -623,7 +626,7 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
   h.payload_len = 0;
   ++counters_.segments_out;
-  sink_->send_segment(h, {}, {}, now);
+  sink_->send_segment(ep_, h, {}, {}, now);
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -634,7 +637,7 @@ void Connection::send_ack(Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  sink_->send_segment(h, {}, {}, now);
+  sink_->send_segment(ep_, h, {}, {}, now);
 }
 
 void Connection::send_challenge_ack(Nanos now) {
@@ -658,7 +661,7 @@ void Connection::send_rst(SeqNum seq, Nanos now) {
   TcpRepr h = header(seq, TcpFlags::kRst, now);
   h.window = 0;
   ++counters_.segments_out;
-  sink_->send_segment(h, {}, {}, now);
+  sink_->send_segment(ep_, h, {}, {}, now);
 }
 
 void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
@@ -687,7 +690,7 @@ void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  sink_->send_segment(h, a, b, now);
+  sink_->send_segment(ep_, h, a, b, now);
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -804,7 +807,7 @@ void Connection::on_timer(Nanos now) {
     TcpRepr h = header(snd_una_ - 1, TcpFlags::kAck, now);
     h.window = window_to_advertise();
     ++counters_.segments_out;
-    sink_->send_segment(h, {}, {}, now);
+    sink_->send_segment(ep_, h, {}, {}, now);
     persist_backoff_ = std::min<std::uint32_t>(persist_backoff_ + 1, 16);
     const Nanos next = std::min(rto_ * (std::int64_t{1} << persist_backoff_), config_.max_rto);
     persist_deadline_ = now + next;

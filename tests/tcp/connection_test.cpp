@@ -34,8 +34,8 @@ struct Segment {
 class Sink : public SegmentSink {
  public:
   Sink(wire::Ipv4Addr src, wire::Ipv4Addr dst) : ph_(wire::PseudoHeader::v4(src, dst)) {}
-  void send_segment(const TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b,
-                    Nanos) override {
+  void send_segment(const Endpoints&, const TcpRepr& h, std::span<const std::byte> a,
+                    std::span<const std::byte> b, Nanos) override {
     Bytes bytes(h.buffer_len() + a.size() + b.size());
     std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
     std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
@@ -186,7 +186,7 @@ TEST(TcpConnection, HandshakeNegotiatesOptions) {
   EXPECT_TRUE(p.a().timestamps_on());
   EXPECT_EQ(p.a().snd_shift(), 7);
   EXPECT_EQ(p.a().rcv_shift(), 7);
-  EXPECT_EQ(p.a().peer_mss(), 1460);
+  EXPECT_EQ(p.a().peer_mss(), 1460 - 12);  // the timestamps option comes out of it
   EXPECT_EQ(p.a().snd_nxt(), SeqNum(1001));
   EXPECT_EQ(p.b().rcv_nxt(), SeqNum(1001));
 }

@@ -105,22 +105,23 @@ struct ConnectionConfig {
   CongestionAlgorithm congestion = kDefaultCongestionAlgorithm;
 };
 
-// Where the connection's segments go.
-class SegmentSink {
- public:
-  virtual ~SegmentSink() = default;
-  // A segment: the header (payload_len set) and its payload, in up to two
-  // pieces. The sink adds the IP header, computes the checksum and sends.
-  virtual void send_segment(const wire::TcpRepr& header, std::span<const std::byte> payload_a,
-                            std::span<const std::byte> payload_b, Nanos now) = 0;
-};
-
 struct Endpoints {
   wire::Ipv4Addr local_addr;
   std::uint16_t local_port = 0;
   wire::Ipv4Addr remote_addr;
   std::uint16_t remote_port = 0;
   friend bool operator==(const Endpoints&, const Endpoints&) = default;
+};
+
+// Where the connection's segments go.
+class SegmentSink {
+ public:
+  virtual ~SegmentSink() = default;
+  // A segment: the header (payload_len set) and its payload, in up to two
+  // pieces. The sink adds the IP header, computes the checksum and sends.
+  virtual void send_segment(const Endpoints& endpoints, const wire::TcpRepr& header,
+                            std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
+                            Nanos now) = 0;
 };
 
 // Why a segment was dropped, for counters.
@@ -212,6 +213,8 @@ class Connection {
   SeqNum snd_nxt() const noexcept { return snd_nxt_; }
   SeqNum rcv_nxt() const noexcept { return rcv_nxt_; }
   std::uint32_t snd_wnd() const noexcept { return snd_wnd_; }
+  // The payload bytes a full segment carries: the peer's MSS, bounded by
+  // ours and min_mss, less the timestamps option when it is on.
   std::uint16_t peer_mss() const noexcept { return snd_mss_; }
   Nanos rto() const noexcept { return rto_; }
   Nanos srtt() const noexcept { return srtt_; }

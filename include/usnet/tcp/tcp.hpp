@@ -1,0 +1,259 @@
+// TCP over IPv4: a TcpLayer registered with one net::Interface for protocol
+// 6, the connections it demultiplexes to (connection.hpp), listeners, and
+// the handles the application holds (TcpStream, TcpListener).
+//
+// Like the interface, the layer does no I/O and reads no clock: segments
+// arrive while the application calls Interface::poll(now) (the layer's
+// handler runs inside it); timers run in poll_timers(now), due at
+// next_deadline(); every segment goes out through Interface::send().
+//
+// Lifetime. The layer owns every connection. A TcpStream is the
+// application's handle to one: destroying it (or close()) closes the
+// connection, which then finishes its closing handshake and TIME-WAIT
+// inside the layer and is freed when it reaches CLOSED. A connection that
+// ends (reset, timeout) while the application still holds its handle keeps
+// its slot until the handle goes, so the application can read the error.
+// The layer must outlive its handles' use (calls on a handle whose layer is
+// gone are not allowed) and must die before the interface.
+//
+// Demultiplexing. Connections are found by their 4-tuple in O(1) (a keyed
+// hash table, conn_table.hpp); a SYN for no connection goes to the listener
+// of its address and port (exact address before the wildcard). Timers of
+// all connections are in one timing wheel (timer_wheel.hpp), so cost per
+// segment and per timer stays flat with many connections.
+//
+// A segment for no connection and no listener is answered with a reset
+// (RFC 9293 3.10.7.1), rate-limited; segments to broadcast or multicast
+// addresses are dropped. Listener backlogs bound half-open connections
+// (SYN-RECEIVED) and established connections not yet accepted; a SYN
+// beyond the half-open bound is dropped and counted.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "usnet/net/interface.hpp"
+#include "usnet/tcp/conn_table.hpp"
+#include "usnet/tcp/connection.hpp"
+#include "usnet/tcp/isn.hpp"
+#include "usnet/tcp/timer_wheel.hpp"
+#include "usnet/util/expected.hpp"
+
+namespace usnet::tcp {
+
+struct Endpoint {
+  wire::Ipv4Addr addr;  // unspecified: any (listen)
+  std::uint16_t port = 0;
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+  std::string to_string() const;  // "198.18.0.2:80"
+};
+
+struct TcpConfig {
+  ConnectionConfig connection;
+  std::uint32_t max_connections = 4096;
+  std::uint32_t max_listeners = 64;
+  // RFC 6335 6: the dynamic (ephemeral) port range.
+  std::uint16_t ephemeral_min = 49152;
+  std::uint16_t ephemeral_max = 65535;
+  // Resets sent for segments nobody owns, per second (and burst).
+  std::uint32_t reset_rate = 1000;
+  // Random: the secret of initial sequence numbers (RFC 6528), the hash
+  // keys, the ephemeral port start and each connection's randomness. The
+  // core reads no randomness: the caller passes a random value (from
+  // getrandom); tests a fixed one.
+  std::uint64_t seed = 1;
+};
+
+enum class TcpDropReason : std::uint8_t {
+  kMalformed,     // header too short or a bad data offset
+  kBadChecksum,   // RFC 9293 3.1
+  kBadOptions,    // an option with a bad length
+  kBroadcast,     // to a broadcast or multicast address (RFC 1122 4.2.3.10)
+  kNoConnection,  // nobody owns it (a reset is sent unless it was one)
+  kBacklogFull,   // a SYN beyond the listener's half-open bound
+  kNoSlot,        // a SYN when max_connections are open
+  kResetLimited,  // a reset that the rate limit withheld
+  kCount
+};
+inline constexpr std::size_t kTcpDropReasonCount = static_cast<std::size_t>(TcpDropReason::kCount);
+std::string_view to_string(TcpDropReason r) noexcept;
+
+struct TcpCounters {
+  std::uint64_t rx_segments = 0;
+  std::uint64_t tx_segments = 0;
+  std::uint64_t active_opens = 0;
+  std::uint64_t passive_opens = 0;  // SYNs that made a connection
+  std::uint64_t accepted = 0;       // handed to the application by accept()
+  std::uint64_t resets_sent = 0;    // for segments nobody owns
+  std::uint64_t connections_freed = 0;
+  std::uint64_t icmp_errors = 0;  // ICMP errors about our segments
+  std::uint64_t tx_errors = 0;    // Interface::send refused a segment
+  std::array<std::uint64_t, kTcpDropReasonCount> drops{};
+  void drop(TcpDropReason r) noexcept { ++drops[static_cast<std::size_t>(r)]; }
+  std::uint64_t dropped(TcpDropReason r) const noexcept { return drops[static_cast<std::size_t>(r)]; }
+};
+
+class TcpLayer;
+
+// The application's handle to one connection. Movable; destroying it
+// closes the connection (which goes on closing inside the layer).
+class TcpStream {
+ public:
+  TcpStream() = default;
+  TcpStream(TcpStream&& o) noexcept;
+  TcpStream& operator=(TcpStream&& o) noexcept;
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
+  ~TcpStream();
+
+  bool valid() const noexcept { return layer_ != nullptr; }
+  Expected<std::size_t, std::error_code> send(std::span<const std::byte> data, Nanos now);
+  Expected<std::size_t, std::error_code> receive(std::span<std::byte> out, Nanos now);
+  std::error_code shutdown_write(Nanos now);
+  // Closes (FIN after the queued data, or RST if unread data is pending)
+  // and lets go of the connection.
+  void close(Nanos now);
+  void abort(Nanos now);
+  // The connection (state, counters, error ...); valid while the handle is.
+  const Connection& connection() const;
+
+ private:
+  friend class TcpLayer;
+  TcpStream(TcpLayer* layer, std::uint32_t slot, std::uint32_t generation)
+      : layer_(layer), slot_(slot), generation_(generation) {}
+  Connection& conn() const;
+  TcpLayer* layer_ = nullptr;
+  std::uint32_t slot_ = 0;
+  std::uint32_t generation_ = 0;
+};
+
+class TcpListener {
+ public:
+  TcpListener() = default;
+  TcpListener(TcpListener&& o) noexcept;
+  TcpListener& operator=(TcpListener&& o) noexcept;
+  TcpListener(const TcpListener&) = delete;
+  TcpListener& operator=(const TcpListener&) = delete;
+  ~TcpListener();
+
+  bool valid() const noexcept { return layer_ != nullptr; }
+  // An established connection, if one is waiting.
+  std::optional<TcpStream> accept();
+  // Established connections waiting for accept().
+  std::size_t pending() const;
+  // Stops listening; connections not yet accepted are reset.
+  void close();
+
+ private:
+  friend class TcpLayer;
+  TcpListener(TcpLayer* layer, std::uint32_t index, std::uint32_t generation)
+      : layer_(layer), index_(index), generation_(generation) {}
+  TcpLayer* layer_ = nullptr;
+  std::uint32_t index_ = 0;
+  std::uint32_t generation_ = 0;
+};
+
+class TcpLayer : private SegmentSink {
+ public:
+  // EINVAL for a bad configuration (connection config, empty ephemeral
+  // range, zero limits); EEXIST if protocol 6 already has a handler.
+  static Expected<std::unique_ptr<TcpLayer>, std::error_code> create(net::Interface& iface,
+                                                                     const TcpConfig& config);
+  ~TcpLayer() override;
+  TcpLayer(const TcpLayer&) = delete;
+  TcpLayer& operator=(const TcpLayer&) = delete;
+
+  // Active open to `remote` from an ephemeral port (or `local_port`).
+  // ENETUNREACH: no route; EADDRINUSE: no free port or the 4-tuple is
+  // taken; ENOBUFS: max_connections reached.
+  Expected<TcpStream, std::error_code> connect(Endpoint remote, Nanos now, std::uint16_t local_port = 0);
+  // Passive open on `local` (address any, or one of the interface's).
+  // EADDRINUSE: already listening there; EADDRNOTAVAIL: not our address;
+  // EINVAL: port 0 or backlog 0; ENOBUFS: max_listeners reached.
+  Expected<TcpListener, std::error_code> listen(Endpoint local, std::uint32_t backlog = 128);
+
+  // Runs the connections' timers that are due.
+  void poll_timers(Nanos now);
+  // When poll_timers() next has work; Nanos::max() if none.
+  Nanos next_deadline() const noexcept;
+
+  const TcpCounters& counters() const noexcept { return counters_; }
+  // Connections in the layer (any state but the freed).
+  std::size_t connection_count() const noexcept { return live_; }
+  // "Tcp:" and one line per counter, per non-zero drop reason, and the
+  // connections' own counters summed.
+  std::string format_counters(bool all = false) const;
+
+ private:
+  friend class TcpStream;
+  friend class TcpListener;
+
+  struct Slot {
+    std::unique_ptr<Connection> conn;
+    std::uint32_t generation = 0;
+    bool has_handle = false;     // the application holds a TcpStream
+    bool in_table = false;       // its 4-tuple is in table_
+    bool steered = false;        // its local port was given to steer_port (active open)
+    std::int32_t listener = -1;  // not yet accepted from this listener
+    bool queued = false;         // in the listener's accept queue
+    TimerId timer;
+    FourTuple key;
+  };
+  struct Listener {
+    bool open = false;
+    std::uint32_t generation = 0;
+    Endpoint local;
+    std::uint32_t backlog = 0;
+    std::uint32_t half_open = 0;
+    std::deque<std::uint32_t> accept_queue;
+  };
+
+  TcpLayer(net::Interface& iface, const TcpConfig& config, ConnTable table, ListenerTable listeners,
+           TimerWheel wheel);
+
+  void on_datagram(net::InboundDatagram& d, Nanos now);
+  void on_icmp_error(const net::IcmpErrorInfo& e, Nanos now);
+  void send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
+                    std::span<const std::byte> b, Nanos now) override;
+  void send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now);
+
+  std::optional<std::uint32_t> new_slot(const Endpoints& ep, Nanos now);
+  // After anything happened to a connection: accept queue, table, timer, reaping.
+  void settle(std::uint32_t slot, Nanos now);
+  void free_slot(std::uint32_t slot);
+  bool slot_ok(std::uint32_t slot, std::uint32_t generation) const noexcept;
+  SeqNum initial_sequence(const FourTuple& t, Nanos now) const noexcept;
+  std::optional<std::uint16_t> pick_port(wire::Ipv4Addr local, const Endpoint& remote);
+
+  // Handle operations.
+  void release_stream(std::uint32_t slot, std::uint32_t generation);
+  std::optional<TcpStream> accept_from(std::uint32_t listener, std::uint32_t generation);
+  void close_listener(std::uint32_t listener, std::uint32_t generation);
+
+  net::Interface* iface_;
+  TcpConfig config_;
+  ConnTable table_;
+  ListenerTable listeners_table_;
+  TimerWheel wheel_;
+  net::TokenBucket resets_;
+  IsnGenerator isn_{SipKey{}};  // RFC 6528, keyed from the seed
+  std::vector<Slot> slots_;
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<Listener> listeners_;
+  std::size_t live_ = 0;
+  TcpCounters counters_;
+  std::uint64_t rng_;
+  Nanos last_now_{0};
+  std::vector<std::byte> scratch_;  // one segment, built before Interface::send copies it
+};
+
+}  // namespace usnet::tcp

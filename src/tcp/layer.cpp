@@ -1,0 +1,631 @@
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "usnet/tcp/tcp.hpp"
+#include "usnet/util/counter_text.hpp"
+#include "usnet/wire/udp.hpp"
+
+namespace usnet::tcp {
+
+namespace {
+
+constexpr std::uint8_t kProtocol = 6;  // IANA: TCP
+
+std::error_code err(int e) { return {e, std::generic_category()}; }
+
+std::uint64_t mix(std::uint64_t& s) noexcept {
+  // splitmix64: derives independent values (keys, seeds) from the config seed.
+  s += 0x9e3779b97f4a7c15ull;
+  std::uint64_t z = s;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+FourTuple tuple_of(const Endpoints& ep) {
+  return {IpAddr::v4(ep.local_addr), IpAddr::v4(ep.remote_addr), ep.local_port, ep.remote_port};
+}
+
+}  // namespace
+
+std::string Endpoint::to_string() const { return addr.to_string() + ":" + std::to_string(port); }
+
+std::string_view to_string(TcpDropReason r) noexcept {
+  switch (r) {
+    case TcpDropReason::kMalformed:
+      return "malformed header";
+    case TcpDropReason::kBadChecksum:
+      return "bad checksum";
+    case TcpDropReason::kBadOptions:
+      return "bad options";
+    case TcpDropReason::kBroadcast:
+      return "to a broadcast or multicast address";
+    case TcpDropReason::kNoConnection:
+      return "no connection or listener";
+    case TcpDropReason::kBacklogFull:
+      return "syn beyond the listen backlog";
+    case TcpDropReason::kNoSlot:
+      return "syn with every connection slot in use";
+    case TcpDropReason::kResetLimited:
+      return "reset withheld by the rate limit";
+    case TcpDropReason::kCount:
+      break;
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------------------
+// Creation
+
+Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Interface& iface,
+                                                                      const TcpConfig& config) {
+  if (config.max_connections == 0 || config.max_listeners == 0 || config.ephemeral_min == 0 ||
+      config.ephemeral_min > config.ephemeral_max) {
+    return unexpected(err(EINVAL));
+  }
+  // The connection config is checked by making one (with a throwaway sink).
+  struct NullSink : SegmentSink {
+    void send_segment(const Endpoints&, const wire::TcpRepr&, std::span<const std::byte>,
+                      std::span<const std::byte>, Nanos) override {}
+  } null_sink;
+  if (auto probe = Connection::create(config.connection, {}, null_sink, 1); !probe) {
+    return unexpected(probe.error());
+  }
+  std::uint64_t s = config.seed;
+  ConnTableConfig tc;
+  tc.max_entries = config.max_connections;
+  tc.key = {mix(s), mix(s)};
+  auto table = ConnTable::create(tc);
+  if (!table) return unexpected(table.error());
+  ListenerTableConfig lc;
+  lc.max_listeners = config.max_listeners;
+  lc.key = {mix(s), mix(s)};
+  auto listeners = ListenerTable::create(lc);
+  if (!listeners) return unexpected(listeners.error());
+  TimerWheelConfig wc;
+  wc.capacity = config.max_connections;
+  auto wheel = TimerWheel::create(wc);
+  if (!wheel) return unexpected(wheel.error());
+  std::unique_ptr<TcpLayer> layer(
+      new TcpLayer(iface, config, std::move(*table), std::move(*listeners), std::move(*wheel)));
+  if (auto ec = iface.set_protocol_handler(
+          kProtocol, [l = layer.get()](net::InboundDatagram& d, Nanos now) { l->on_datagram(d, now); })) {
+    return unexpected(ec);
+  }
+  iface.set_error_handler(
+      kProtocol, [l = layer.get()](const net::IcmpErrorInfo& e, Nanos now) { l->on_icmp_error(e, now); });
+  return layer;
+}
+
+TcpLayer::TcpLayer(net::Interface& iface, const TcpConfig& config, ConnTable table, ListenerTable listeners,
+                   TimerWheel wheel)
+    : iface_(&iface),
+      config_(config),
+      table_(std::move(table)),
+      listeners_table_(std::move(listeners)),
+      wheel_(std::move(wheel)),
+      resets_(config.reset_rate, std::max<std::uint32_t>(config.reset_rate / 10, 1)),
+      rng_(config.seed) {
+  // Independent of the table keys: the third and later values of the seed.
+  std::uint64_t s = config.seed + 0x5151;
+  SipKey key;
+  for (std::size_t i = 0; i < key.bytes.size(); i += 8) {
+    const std::uint64_t v = mix(s);
+    for (std::size_t j = 0; j < 8; ++j) key.bytes[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
+  }
+  isn_ = IsnGenerator(key);
+  rng_ = mix(s);
+  slots_.reserve(config.max_connections);
+  scratch_.resize(wire::TcpView::kMaxHeaderLen + 0xffff);
+}
+
+TcpLayer::~TcpLayer() {
+  (void)iface_->set_protocol_handler(kProtocol, nullptr);
+  iface_->set_error_handler(kProtocol, nullptr);
+  for (std::uint32_t i = 0; i < slots_.size(); ++i) {
+    if (slots_[i].conn && slots_[i].steered) {
+      (void)iface_->steer_port(link::SteerRule::Kind::kTcpPort, slots_[i].key.local_port, false);
+    }
+  }
+  for (const Listener& l : listeners_) {
+    if (l.open) (void)iface_->steer_port(link::SteerRule::Kind::kTcpPort, l.local.port, false);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Slots
+
+bool TcpLayer::slot_ok(std::uint32_t slot, std::uint32_t generation) const noexcept {
+  return slot < slots_.size() && slots_[slot].conn && slots_[slot].generation == generation;
+}
+
+std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) {
+  (void)now;
+  if (live_ >= config_.max_connections) return std::nullopt;
+  std::uint32_t i = 0;
+  if (!free_slots_.empty()) {
+    i = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    i = static_cast<std::uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  Slot& s = slots_[i];
+  auto conn = Connection::create(config_.connection, ep, *this, mix(rng_));
+  if (!conn) {
+    free_slots_.push_back(i);
+    return std::nullopt;
+  }
+  s.conn = std::move(*conn);
+  s.has_handle = false;
+  s.in_table = false;
+  s.steered = false;
+  s.listener = -1;
+  s.queued = false;
+  s.timer = {};
+  s.key = tuple_of(ep);
+  ++live_;
+  return i;
+}
+
+void TcpLayer::free_slot(std::uint32_t i) {
+  Slot& s = slots_[i];
+  if (s.in_table) (void)table_.erase(s.key);
+  if (s.steered) (void)iface_->steer_port(link::SteerRule::Kind::kTcpPort, s.key.local_port, false);
+  (void)wheel_.cancel(s.timer);
+  if (s.listener >= 0) {
+    Listener& l = listeners_[static_cast<std::size_t>(s.listener)];
+    if (s.queued) {
+      std::erase(l.accept_queue, i);
+    } else if (l.half_open > 0) {
+      --l.half_open;
+    }
+  }
+  const std::uint32_t generation = s.generation + 1;
+  s = Slot{};
+  s.generation = generation;
+  free_slots_.push_back(i);
+  --live_;
+  ++counters_.connections_freed;
+}
+
+void TcpLayer::settle(std::uint32_t i, Nanos now) {
+  Slot& s = slots_[i];
+  Connection& c = *s.conn;
+  if (s.listener >= 0 && !s.queued && c.established()) {
+    // Handshake done: from half-open to the accept queue.
+    Listener& l = listeners_[static_cast<std::size_t>(s.listener)];
+    if (l.half_open > 0) --l.half_open;
+    l.accept_queue.push_back(i);
+    s.queued = true;
+  }
+  if (c.state() == State::kClosed) {
+    if (s.in_table) {
+      (void)table_.erase(s.key);
+      s.in_table = false;
+    }
+    (void)wheel_.cancel(s.timer);
+    if (!s.has_handle && !s.queued) {
+      free_slot(i);
+    } else if (s.queued && c.error()) {
+      // Reset before it was accepted: nobody will ever read it.
+      free_slot(i);
+    }
+    return;
+  }
+  const Nanos d = c.next_deadline();
+  if (d == Nanos::max()) {
+    (void)wheel_.cancel(s.timer);
+  } else {
+    (void)wheel_.arm(s.timer, std::max(d, now), i);
+  }
+}
+
+SeqNum TcpLayer::initial_sequence(const FourTuple& t, Nanos now) const noexcept {
+  return isn_.isn(TupleBytes::v4(t.local.to_v4(), t.local_port, t.remote.to_v4(), t.remote_port), now);
+}
+
+// ---------------------------------------------------------------------------
+// Opening
+
+Expected<TcpStream, std::error_code> TcpLayer::connect(Endpoint remote, Nanos now, std::uint16_t local_port) {
+  last_now_ = now;
+  if (remote.addr.is_unspecified() || remote.port == 0 || remote.addr.is_broadcast() ||
+      remote.addr.is_multicast()) {
+    return unexpected(err(EINVAL));
+  }
+  const auto source = iface_->source_for(remote.addr);
+  if (!source) return unexpected(err(ENETUNREACH));
+  if (local_port == 0) {
+    const auto p = pick_port(*source, remote);
+    if (!p) return unexpected(err(EADDRINUSE));
+    local_port = *p;
+  } else if (table_.find(FourTuple{IpAddr::v4(*source), IpAddr::v4(remote.addr), local_port, remote.port})) {
+    return unexpected(err(EADDRINUSE));
+  }
+  const Endpoints ep{*source, local_port, remote.addr, remote.port};
+  const auto i = new_slot(ep, now);
+  if (!i) return unexpected(err(ENOBUFS));
+  Slot& s = slots_[*i];
+  if (auto ec = iface_->steer_port(link::SteerRule::Kind::kTcpPort, local_port, true)) {
+    free_slot(*i);
+    return unexpected(ec);
+  }
+  s.steered = true;
+  if (!table_.insert(s.key, *i)) {
+    free_slot(*i);
+    return unexpected(err(EADDRINUSE));
+  }
+  s.in_table = true;
+  s.has_handle = true;
+  ++counters_.active_opens;
+  (void)s.conn->connect(initial_sequence(s.key, now), now);
+  const std::uint32_t generation = s.generation;
+  settle(*i, now);
+  return TcpStream(this, *i, generation);
+}
+
+std::optional<std::uint16_t> TcpLayer::pick_port(wire::Ipv4Addr local, const Endpoint& remote) {
+  // RFC 6056 3.3.1 (simple random start, then sequential search).
+  const std::uint32_t range = std::uint32_t{config_.ephemeral_max} - config_.ephemeral_min + 1;
+  const auto start = static_cast<std::uint32_t>(mix(rng_) % range);
+  for (std::uint32_t k = 0; k < range; ++k) {
+    const auto port = static_cast<std::uint16_t>(config_.ephemeral_min + (start + k) % range);
+    const FourTuple t{IpAddr::v4(local), IpAddr::v4(remote.addr), port, remote.port};
+    if (!table_.find(t) && !listeners_table_.find_exact(IpAddr::v4(local), port) &&
+        !listeners_table_.find_exact(IpAddr::any(IpFamily::kIpv4), port)) {
+      return port;
+    }
+  }
+  return std::nullopt;
+}
+
+Expected<TcpListener, std::error_code> TcpLayer::listen(Endpoint local, std::uint32_t backlog) {
+  if (local.port == 0 || backlog == 0) return unexpected(err(EINVAL));
+  if (!local.addr.is_unspecified() && !iface_->is_our_address(local.addr))
+    return unexpected(err(EADDRNOTAVAIL));
+  std::uint32_t index = 0;
+  bool found = false;
+  for (std::uint32_t k = 0; k < listeners_.size(); ++k) {
+    if (!listeners_[k].open) {
+      index = k;
+      found = true;
+      break;
+    }
+  }
+  if (!found) {
+    if (listeners_.size() >= config_.max_listeners) return unexpected(err(ENOBUFS));
+    index = static_cast<std::uint32_t>(listeners_.size());
+    listeners_.emplace_back();
+  }
+  const IpAddr addr = local.addr.is_unspecified() ? IpAddr::any(IpFamily::kIpv4) : IpAddr::v4(local.addr);
+  if (auto r = listeners_table_.insert(addr, local.port, index); !r) return unexpected(r.error());
+  if (auto ec = iface_->steer_port(link::SteerRule::Kind::kTcpPort, local.port, true)) {
+    (void)listeners_table_.erase(addr, local.port);
+    return unexpected(ec);
+  }
+  Listener& l = listeners_[index];
+  l.open = true;
+  l.local = local;
+  l.backlog = backlog;
+  l.half_open = 0;
+  l.accept_queue.clear();
+  return TcpListener(this, index, l.generation);
+}
+
+// ---------------------------------------------------------------------------
+// Input
+
+void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
+  last_now_ = now;
+  ++counters_.rx_segments;
+  // RFC 1122 4.2.3.10: TCP never talks to broadcast or multicast addresses.
+  if (d.ip.link_broadcast || d.ip.ip_broadcast || d.ip.dst.is_multicast() || d.ip.src.is_multicast() ||
+      d.ip.src.is_broadcast()) {
+    counters_.drop(TcpDropReason::kBroadcast);
+    return;
+  }
+  auto view = wire::TcpView::make(d.payload);
+  if (!view) {
+    counters_.drop(TcpDropReason::kMalformed);
+    return;
+  }
+  const auto mode = d.ip.checksums_verified ? wire::ChecksumMode::Ignore : wire::ChecksumMode::Verify;
+  auto seg = wire::TcpRepr::parse(*view, wire::PseudoHeader::v4(d.ip.src, d.ip.dst), mode);
+  if (!seg) {
+    counters_.drop(seg.error() == wire::ParseError::BadChecksum ? TcpDropReason::kBadChecksum
+                                                                : TcpDropReason::kBadOptions);
+    return;
+  }
+  const std::span<const std::byte> payload = view->payload();
+  const FourTuple t{IpAddr::v4(d.ip.dst), IpAddr::v4(d.ip.src), seg->dst_port, seg->src_port};
+  if (const auto i = table_.find(t)) {
+    slots_[*i].conn->on_segment(*seg, payload, now);
+    settle(*i, now);
+    return;
+  }
+  // A SYN for a listener (RFC 9293 3.10.7.2).
+  if (seg->flags.syn() && !seg->flags.ack() && !seg->flags.rst()) {
+    if (const auto li = listeners_table_.lookup(t.local, t.local_port)) {
+      Listener& l = listeners_[*li];
+      if (l.half_open + l.accept_queue.size() >= l.backlog) {
+        counters_.drop(TcpDropReason::kBacklogFull);
+        return;
+      }
+      const Endpoints ep{d.ip.dst, seg->dst_port, d.ip.src, seg->src_port};
+      const auto i = new_slot(ep, now);
+      if (!i) {
+        counters_.drop(TcpDropReason::kNoSlot);
+        return;
+      }
+      Slot& s = slots_[*i];
+      if (!table_.insert(s.key, *i)) {
+        free_slot(*i);
+        counters_.drop(TcpDropReason::kNoSlot);
+        return;
+      }
+      s.in_table = true;
+      s.listener = static_cast<std::int32_t>(*li);
+      ++l.half_open;
+      ++counters_.passive_opens;
+      (void)s.conn->accept_syn(*seg, initial_sequence(s.key, now), now);
+      settle(*i, now);
+      return;
+    }
+  }
+  counters_.drop(TcpDropReason::kNoConnection);
+  if (!seg->flags.rst()) send_reset_for(d, *seg, now);
+}
+
+void TcpLayer::send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now) {
+  if (!resets_.take(now)) {
+    counters_.drop(TcpDropReason::kResetLimited);
+    return;
+  }
+  // RFC 9293 3.10.7.1: with ACK, <SEQ=SEG.ACK><CTL=RST>; without,
+  // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+  wire::TcpRepr rst;
+  rst.src_port = seg.dst_port;
+  rst.dst_port = seg.src_port;
+  if (seg.flags.ack()) {
+    rst.seq = seg.ack;
+    rst.flags = wire::TcpFlags{wire::TcpFlags::kRst};
+  } else {
+    const std::uint32_t len = seg.payload_len + (seg.flags.syn() ? 1u : 0u) + (seg.flags.fin() ? 1u : 0u);
+    rst.seq = SeqNum(0);
+    rst.ack = seg.seq + len;
+    rst.flags = wire::TcpFlags{wire::TcpFlags::kRst | wire::TcpFlags::kAck};
+  }
+  ++counters_.resets_sent;
+  send_segment({d.ip.dst, seg.dst_port, d.ip.src, seg.src_port}, rst, {}, {}, now);
+}
+
+void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
+  last_now_ = now;
+  ++counters_.icmp_errors;
+  if (!e.has_ports) return;
+  const FourTuple t{IpAddr::v4(e.quoted_src), IpAddr::v4(e.quoted_dst), e.src_port, e.dst_port};
+  const auto i = table_.find(t);
+  if (!i) return;
+  Connection& c = *slots_[*i].conn;
+  // RFC 1122 4.2.3.9 / RFC 5461: hard errors abort a connection only while
+  // it is being opened; later they are soft (the retransmission timer
+  // decides). Destination unreachable codes 2-4 (protocol, port, frag
+  // needed) are hard; frag needed is path MTU (not handled yet).
+  if (c.state() == State::kSynSent && e.type == 3 && (e.code == 2 || e.code == 3)) {
+    c.abort(now);
+    settle(*i, now);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+void TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
+                            std::span<const std::byte> b, Nanos now) {
+  const std::size_t hlen = header.buffer_len();
+  const std::size_t total = hlen + a.size() + b.size();
+  if (total > scratch_.size()) {
+    ++counters_.tx_errors;
+    return;
+  }
+  std::copy(a.begin(), a.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen));
+  std::copy(b.begin(), b.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen + a.size()));
+  wire::TcpRepr h = header;
+  h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
+  const auto mode = (iface_->link_info().offloads & link::Offload::kNoChecksums) != 0
+                        ? wire::ChecksumMode::Ignore
+                        : wire::ChecksumMode::Verify;
+  if (!h.emit(std::span(scratch_).first(total), wire::PseudoHeader::v4(ep.local_addr, ep.remote_addr),
+              mode)) {
+    ++counters_.tx_errors;
+    return;
+  }
+  net::SendOptions opts;
+  opts.source = ep.local_addr;
+  opts.dont_frag = true;  // RFC 1191 path MTU discovery, as Linux
+  if (iface_->send(ep.remote_addr, kProtocol, std::span(scratch_).first(total), opts, now)) {
+    ++counters_.tx_errors;
+    return;
+  }
+  ++counters_.tx_segments;
+}
+
+// ---------------------------------------------------------------------------
+// Timers
+
+void TcpLayer::poll_timers(Nanos now) {
+  last_now_ = now;
+  wheel_.advance(now, [this, now](TimerId, std::uint64_t cookie) {
+    const auto i = static_cast<std::uint32_t>(cookie);
+    if (i >= slots_.size() || !slots_[i].conn) return;
+    slots_[i].timer = {};
+    slots_[i].conn->on_timer(now);
+    settle(i, now);
+  });
+}
+
+Nanos TcpLayer::next_deadline() const noexcept { return wheel_.next_deadline().value_or(Nanos::max()); }
+
+// ---------------------------------------------------------------------------
+// Handles
+
+void TcpLayer::release_stream(std::uint32_t i, std::uint32_t generation) {
+  if (!slot_ok(i, generation)) return;
+  Slot& s = slots_[i];
+  s.has_handle = false;
+  if (s.conn->state() != State::kClosed) s.conn->close(last_now_);
+  settle(i, last_now_);
+}
+
+std::optional<TcpStream> TcpLayer::accept_from(std::uint32_t li, std::uint32_t generation) {
+  if (li >= listeners_.size() || !listeners_[li].open || listeners_[li].generation != generation) return {};
+  Listener& l = listeners_[li];
+  while (!l.accept_queue.empty()) {
+    const std::uint32_t i = l.accept_queue.front();
+    l.accept_queue.pop_front();
+    Slot& s = slots_[i];
+    s.queued = false;
+    s.listener = -1;
+    s.has_handle = true;
+    ++counters_.accepted;
+    return TcpStream(this, i, s.generation);
+  }
+  return {};
+}
+
+void TcpLayer::close_listener(std::uint32_t li, std::uint32_t generation) {
+  if (li >= listeners_.size() || !listeners_[li].open || listeners_[li].generation != generation) return;
+  Listener& l = listeners_[li];
+  const IpAddr addr = l.local.addr.is_unspecified() ? IpAddr::any(IpFamily::kIpv4) : IpAddr::v4(l.local.addr);
+  (void)listeners_table_.erase(addr, l.local.port);
+  (void)iface_->steer_port(link::SteerRule::Kind::kTcpPort, l.local.port, false);
+  // Connections not yet accepted (half-open or queued) are reset.
+  for (std::uint32_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (!s.conn || s.listener != static_cast<std::int32_t>(li)) continue;
+    s.conn->abort(last_now_);
+    s.queued = false;
+    s.listener = -1;
+    settle(i, last_now_);
+  }
+  l.open = false;
+  l.accept_queue.clear();
+  l.half_open = 0;
+  ++l.generation;
+}
+
+std::string TcpLayer::format_counters(bool all) const {
+  const TcpCounters& c = counters_;
+  std::string out = "Tcp:\n";
+  auto line = [&out](std::uint64_t v, std::string_view what) { append_counter_line(out, v, what); };
+  line(c.rx_segments, "segments received");
+  line(c.tx_segments, "segments sent");
+  line(c.active_opens, "active opens");
+  line(c.passive_opens, "passive opens");
+  line(c.accepted, "connections accepted");
+  line(c.resets_sent, "resets sent for segments nobody owns");
+  line(c.connections_freed, "connections freed");
+  line(c.icmp_errors, "icmp errors received");
+  line(c.tx_errors, "segments the interface refused");
+  for (std::size_t r = 0; r < kTcpDropReasonCount; ++r) {
+    if (all || c.drops[r] != 0)
+      append_counter_line(out, c.drops[r],
+                          "dropped: " + std::string(to_string(static_cast<TcpDropReason>(r))));
+  }
+  line(live_, "connections open");
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// TcpStream, TcpListener
+
+TcpStream::TcpStream(TcpStream&& o) noexcept
+    : layer_(std::exchange(o.layer_, nullptr)), slot_(o.slot_), generation_(o.generation_) {}
+
+TcpStream& TcpStream::operator=(TcpStream&& o) noexcept {
+  if (this != &o) {
+    if (layer_ != nullptr) layer_->release_stream(slot_, generation_);
+    layer_ = std::exchange(o.layer_, nullptr);
+    slot_ = o.slot_;
+    generation_ = o.generation_;
+  }
+  return *this;
+}
+
+TcpStream::~TcpStream() {
+  if (layer_ != nullptr) layer_->release_stream(slot_, generation_);
+}
+
+Connection& TcpStream::conn() const { return *layer_->slots_[slot_].conn; }
+const Connection& TcpStream::connection() const { return conn(); }
+
+Expected<std::size_t, std::error_code> TcpStream::send(std::span<const std::byte> data, Nanos now) {
+  if (layer_ == nullptr) return unexpected(err(EBADF));
+  layer_->last_now_ = now;
+  auto r = conn().send(data, now);
+  layer_->settle(slot_, now);
+  return r;
+}
+
+Expected<std::size_t, std::error_code> TcpStream::receive(std::span<std::byte> out, Nanos now) {
+  if (layer_ == nullptr) return unexpected(err(EBADF));
+  layer_->last_now_ = now;
+  auto r = conn().receive(out, now);
+  layer_->settle(slot_, now);
+  return r;
+}
+
+std::error_code TcpStream::shutdown_write(Nanos now) {
+  if (layer_ == nullptr) return err(EBADF);
+  layer_->last_now_ = now;
+  auto ec = conn().shutdown_write(now);
+  layer_->settle(slot_, now);
+  return ec;
+}
+
+void TcpStream::close(Nanos now) {
+  if (layer_ == nullptr) return;
+  layer_->last_now_ = now;
+  std::exchange(layer_, nullptr)->release_stream(slot_, generation_);
+}
+
+void TcpStream::abort(Nanos now) {
+  if (layer_ == nullptr) return;
+  layer_->last_now_ = now;
+  conn().abort(now);
+  std::exchange(layer_, nullptr)->release_stream(slot_, generation_);
+}
+
+TcpListener::TcpListener(TcpListener&& o) noexcept
+    : layer_(std::exchange(o.layer_, nullptr)), index_(o.index_), generation_(o.generation_) {}
+
+TcpListener& TcpListener::operator=(TcpListener&& o) noexcept {
+  if (this != &o) {
+    close();
+    layer_ = std::exchange(o.layer_, nullptr);
+    index_ = o.index_;
+    generation_ = o.generation_;
+  }
+  return *this;
+}
+
+TcpListener::~TcpListener() { close(); }
+
+std::optional<TcpStream> TcpListener::accept() {
+  if (layer_ == nullptr) return {};
+  return layer_->accept_from(index_, generation_);
+}
+
+std::size_t TcpListener::pending() const {
+  if (layer_ == nullptr || index_ >= layer_->listeners_.size()) return 0;
+  return layer_->listeners_[index_].accept_queue.size();
+}
+
+void TcpListener::close() {
+  if (layer_ == nullptr) return;
+  std::exchange(layer_, nullptr)->close_listener(index_, generation_);
+}
+
+}  // namespace usnet::tcp

@@ -1,0 +1,248 @@
+// The TCP layer: two interfaces back to back over MemoryLinks with a fake
+// clock, each with a TcpLayer. Listen, connect, accept, transfer, close,
+// resets for closed ports, backlogs, many connections at once.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "net/net_test_util.hpp"
+#include "usnet/tcp/tcp.hpp"
+
+namespace usnet::tcp {
+namespace {
+
+using namespace std::chrono_literals;
+using net::test::Host;
+using net::test::kOurIp;
+using net::test::kPeerIp;
+using net::test::kPeerMac;
+using net::test::TestPool;
+using Bytes = std::vector<std::byte>;
+
+TcpConfig config(std::uint64_t seed) {
+  TcpConfig c;
+  c.seed = seed;
+  c.connection.msl = 1s;
+  c.connection.send_buffer = 64 * 1024;
+  c.connection.recv_buffer = 64 * 1024;
+  c.max_connections = 2048;
+  return c;
+}
+
+Bytes pattern(std::size_t n, std::uint32_t seed) {
+  Bytes b(n);
+  std::mt19937 rng(seed);
+  for (auto& x : b) x = static_cast<std::byte>(rng());
+  return b;
+}
+
+// a = 198.18.0.1 (client side), b = 198.18.0.2 (server side).
+struct Net {
+  TestPool pool{64};
+  Host a{pool, net::test::default_config(kPeerIp), kPeerMac};
+  Host b{pool};
+  std::unique_ptr<TcpLayer> ta;
+  std::unique_ptr<TcpLayer> tb;
+  explicit Net(TcpConfig ca = config(11), TcpConfig cb = config(22)) {
+    link::MemoryLink::connect(a.link, b.link);
+    ta = std::move(*TcpLayer::create(*a.iface, ca));
+    tb = std::move(*TcpLayer::create(*b.iface, cb));
+  }
+  ~Net() {
+    ta.reset();
+    tb.reset();
+  }
+  Nanos now() const { return a.now; }
+  void step(Nanos d = 1ms) {
+    a.now += d;
+    b.now += d;
+    a.poll();
+    b.poll();
+    ta->poll_timers(a.now);
+    tb->poll_timers(b.now);
+  }
+  void run(Nanos total, Nanos d = 1ms) {
+    for (Nanos t{0}; t < total; t += d) step(d);
+  }
+};
+
+// Moves `data` from one stream to the other, byte-exact, bounded.
+Bytes transfer(Net& n, TcpStream& from, TcpStream& to, const Bytes& data) {
+  Bytes got;
+  std::size_t sent = 0;
+  std::array<std::byte, 16384> buf{};
+  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
+    if (sent < data.size()) {
+      auto r = from.send(std::span(data).subspan(sent), n.now());
+      if (r) sent += *r;
+    }
+    n.step();
+    for (;;) {
+      auto r = to.receive(buf, n.now());
+      if (!r || *r == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    }
+  }
+  return got;
+}
+
+TEST(TcpLayer, ConnectAcceptTransferClose) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80});
+  ASSERT_TRUE(listener);
+  auto client = n.ta->connect({kOurIp, 80}, n.now());
+  ASSERT_TRUE(client);
+  EXPECT_EQ(client->connection().state(), State::kSynSent);
+  n.run(10ms);  // ARP, then the handshake
+  ASSERT_EQ(client->connection().state(), State::kEstablished);
+  ASSERT_EQ(listener->pending(), 1u);
+  auto server = listener->accept();
+  ASSERT_TRUE(server);
+  EXPECT_EQ(server->connection().endpoints().remote_addr, kPeerIp);
+  EXPECT_EQ(server->connection().endpoints().remote_port, client->connection().endpoints().local_port);
+  EXPECT_GE(client->connection().endpoints().local_port, 49152);
+
+  const Bytes up = pattern(500000, 1);
+  const Bytes down = pattern(300000, 2);
+  EXPECT_EQ(transfer(n, *client, *server, up), up);
+  EXPECT_EQ(transfer(n, *server, *client, down), down);
+
+  client->close(n.now());
+  n.run(5ms);
+  std::array<std::byte, 16> buf{};
+  auto r = server->receive(buf, n.now());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 0u);
+  EXPECT_TRUE(server->connection().eof());
+  server->close(n.now());
+  n.run(5ms);
+  EXPECT_EQ(n.tb->connection_count(), 0u);  // LAST-ACK -> CLOSED, freed
+  EXPECT_EQ(n.ta->connection_count(), 1u);  // TIME-WAIT
+  n.run(2100ms, 10ms);                      // 2 MSL
+  EXPECT_EQ(n.ta->connection_count(), 0u);
+  EXPECT_EQ(n.ta->counters().active_opens, 1u);
+  EXPECT_EQ(n.tb->counters().passive_opens, 1u);
+  EXPECT_EQ(n.tb->counters().accepted, 1u);
+}
+
+TEST(TcpLayer, ClosedPortAnswersWithResetAndConnectIsRefused) {
+  Net n;
+  auto client = n.ta->connect({kOurIp, 81}, n.now());
+  ASSERT_TRUE(client);
+  n.run(10ms);
+  EXPECT_EQ(client->connection().state(), State::kClosed);
+  EXPECT_EQ(client->connection().error(), std::make_error_code(std::errc::connection_refused));
+  EXPECT_EQ(n.tb->counters().resets_sent, 1u);
+  EXPECT_EQ(n.tb->counters().dropped(TcpDropReason::kNoConnection), 1u);
+  std::array<std::byte, 4> buf{};
+  EXPECT_EQ(client->receive(buf, n.now()).error(), std::make_error_code(std::errc::connection_refused));
+}
+
+TEST(TcpLayer, BacklogBoundsHalfOpenAndUnacceptedConnections) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80}, 2);
+  ASSERT_TRUE(listener);
+  std::vector<TcpStream> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(*n.ta->connect({kOurIp, 80}, n.now()));
+  n.run(20ms);
+  EXPECT_EQ(listener->pending(), 2u);
+  EXPECT_GE(n.tb->counters().dropped(TcpDropReason::kBacklogFull), 2u);
+  // Accepting makes room; the others' SYN retransmissions get in.
+  auto s1 = listener->accept();
+  auto s2 = listener->accept();
+  ASSERT_TRUE(s1 && s2);
+  n.run(3s, 10ms);
+  EXPECT_EQ(listener->pending(), 2u);
+  for (auto& c : clients) EXPECT_EQ(c.connection().state(), State::kEstablished);
+}
+
+TEST(TcpLayer, ClosingTheListenerResetsUnacceptedConnections) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80});
+  auto client = n.ta->connect({kOurIp, 80}, n.now());
+  n.run(10ms);
+  ASSERT_EQ(listener->pending(), 1u);
+  listener->close();
+  n.run(10ms);
+  EXPECT_EQ(client->connection().state(), State::kClosed);
+  EXPECT_EQ(client->connection().error(), std::make_error_code(std::errc::connection_reset));
+  EXPECT_EQ(n.tb->connection_count(), 0u);
+}
+
+TEST(TcpLayer, ListenErrors) {
+  Net n;
+  auto l = n.tb->listen({{}, 80});
+  ASSERT_TRUE(l);
+  EXPECT_EQ(n.tb->listen({{}, 80}).error(), std::make_error_code(std::errc::address_in_use));
+  EXPECT_EQ(n.tb->listen({kPeerIp, 81}).error(), std::make_error_code(std::errc::address_not_available));
+  EXPECT_EQ(n.tb->listen({{}, 0}).error(), std::make_error_code(std::errc::invalid_argument));
+  l->close();
+  EXPECT_TRUE(n.tb->listen({{}, 80}));  // free again
+  EXPECT_EQ(n.ta->connect({wire::Ipv4Addr::from_octets(203, 0, 113, 1), 80}, n.now()).error(),
+            std::make_error_code(std::errc::network_unreachable));
+}
+
+TEST(TcpLayer, AThousandConcurrentConnectionsOpenExchangeAndClose) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80}, 2000);
+  ASSERT_TRUE(listener);
+  constexpr int kConns = 1000;
+  std::vector<TcpStream> clients;
+  for (int i = 0; i < kConns; ++i) {
+    auto c = n.ta->connect({kOurIp, 80}, n.now());
+    ASSERT_TRUE(c) << i;
+    clients.push_back(std::move(*c));
+    if (i % 50 == 0) n.step();
+  }
+  std::vector<TcpStream> servers;
+  // A few SYNs may wait for ARP beyond its queue bound and be dropped;
+  // their retransmission (after the 1 s initial RTO) gets them in.
+  for (int i = 0; i < 3000 && servers.size() < kConns; ++i) {
+    n.step();
+    while (auto s = listener->accept()) servers.push_back(std::move(*s));
+  }
+  ASSERT_EQ(servers.size(), static_cast<std::size_t>(kConns))
+      << n.ta->format_counters() << n.a->format_counters() << n.tb->format_counters()
+      << n.b->format_counters() << "a link dropped " << n.a.link.counters().tx_full << " b link "
+      << n.b.link.counters().tx_full;
+  // Each client sends its index; each server echoes it back.
+  for (int i = 0; i < kConns; ++i) {
+    const auto v = static_cast<std::uint32_t>(i);
+    const std::array<std::byte, 4> msg{std::byte(v), std::byte(v >> 8), std::byte(v >> 16),
+                                       std::byte(v >> 24)};
+    ASSERT_EQ(clients[static_cast<std::size_t>(i)].send(msg, n.now()).value(), 4u);
+  }
+  // 1000 segments at once overflow the link's queue (256 frames): the lost
+  // ones come again after their retransmission timeout.
+  auto all_readable = [](std::vector<TcpStream>& v) {
+    return std::all_of(v.begin(), v.end(), [](TcpStream& t) { return t.connection().readable() >= 4; });
+  };
+  for (int i = 0; i < 5000 && !all_readable(servers); ++i) n.step();
+  for (auto& s : servers) {
+    std::array<std::byte, 4> buf{};
+    ASSERT_EQ(s.receive(buf, n.now()).value(), 4u);
+    ASSERT_EQ(s.send(buf, n.now()).value(), 4u);
+  }
+  for (int i = 0; i < 5000 && !all_readable(clients); ++i) n.step();
+  for (int i = 0; i < kConns; ++i) {
+    std::array<std::byte, 4> buf{};
+    ASSERT_EQ(clients[static_cast<std::size_t>(i)].receive(buf, n.now()).value(), 4u);
+    const std::uint32_t v =
+        std::to_integer<std::uint32_t>(buf[0]) | std::to_integer<std::uint32_t>(buf[1]) << 8 |
+        std::to_integer<std::uint32_t>(buf[2]) << 16 | std::to_integer<std::uint32_t>(buf[3]) << 24;
+    ASSERT_EQ(v, static_cast<std::uint32_t>(i));
+  }
+  for (auto& c : clients) c.close(n.now());
+  n.run(20ms);
+  for (auto& s : servers) s.close(n.now());
+  // FINs lost to the link's queue bound are retransmitted; then TIME-WAIT.
+  for (int i = 0; i < 3000 && n.ta->connection_count() + n.tb->connection_count() > 0; ++i) n.step(10ms);
+  EXPECT_EQ(n.ta->connection_count(), 0u) << n.ta->format_counters() << n.a->format_counters();
+  EXPECT_EQ(n.tb->connection_count(), 0u) << n.tb->format_counters() << n.b->format_counters();
+  EXPECT_EQ(n.ta->counters().connections_freed, static_cast<std::uint64_t>(kConns));
+  EXPECT_EQ(n.tb->counters().connections_freed, static_cast<std::uint64_t>(kConns));
+}
+
+}  // namespace
+}  // namespace usnet::tcp
