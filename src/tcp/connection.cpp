@@ -93,10 +93,9 @@ const char* to_string(SegmentDrop d) noexcept {
   return "?";
 }
 
-Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(const ConnectionConfig& config,
-                                                                          const Endpoints& endpoints,
-                                                                          SegmentSink& sink,
-                                                                          std::uint64_t random) {
+Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(
+    const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
+    mem::PacketPool* pool, mem::OwnerId owner) {
   if (config.send_buffer == 0 || config.recv_buffer == 0 || config.mss < config.min_mss ||
       config.min_mss < 64 || config.window_shift > wire::TcpOptions::kMaxWindowScale ||
       config.min_rto <= Nanos{0} || config.max_rto < config.min_rto || config.initial_rto < config.min_rto ||
@@ -111,15 +110,29 @@ Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(const 
   cc_config.smss = config.mss;
   auto cc = make_congestion_control(config.congestion, cc_config);
   if (!cc) return unexpected(cc.error());
-  return std::unique_ptr<Connection>(new Connection(config, endpoints, sink, random, std::move(*cc)));
+  std::optional<OooQueue> ooo;
+  if (pool != nullptr) {
+    OooConfig oc;
+    oc.max_entries = std::max<std::uint32_t>(config.ooo_max_segments, 1);
+    oc.max_bytes = static_cast<std::uint32_t>(config.recv_buffer);
+    auto q = OooQueue::create(oc, *pool, owner);
+    if (!q) return unexpected(q.error());
+    ooo.emplace(std::move(*q));
+  }
+  return std::unique_ptr<Connection>(
+      new Connection(config, endpoints, sink, random, std::move(*cc), std::move(ooo), pool, owner));
 }
 
 Connection::Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
-                       std::uint64_t random, std::unique_ptr<CongestionControl> cc)
+                       std::uint64_t random, std::unique_ptr<CongestionControl> cc,
+                       std::optional<OooQueue> ooo, mem::PacketPool* pool, mem::OwnerId owner)
     : config_(config),
       ep_(endpoints),
       sink_(&sink),
       cc_(std::move(cc)),
+      ooo_(std::move(ooo)),
+      pool_(pool),
+      owner_(owner),
       send_(config.send_buffer),
       recv_(config.recv_buffer),
       rto_(config.initial_rto),
@@ -201,6 +214,7 @@ void Connection::take_peer_options(const TcpRepr& syn) {
   } else {
     ts_on_ = false;
   }
+  sack_on_ = config_.sack && o.sack_permitted;
   std::uint16_t mss = o.mss.value_or(536);
   mss = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
   // RFC 9293 3.7.1: the options every segment carries come out of the MSS
@@ -213,7 +227,8 @@ void Connection::take_peer_options(const TcpRepr& syn) {
 // ---------------------------------------------------------------------------
 // Segment arrival (RFC 9293 3.10.7)
 
-void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now) {
+void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                            InboundBuffer* buffer) {
   ++counters_.segments_in;
   payload = payload.first(std::min<std::size_t>(payload.size(), seg.payload_len));
   switch (state_) {
@@ -226,7 +241,7 @@ void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> paylo
       on_segment_syn_sent(seg, now);
       return;
     default:
-      on_segment_synchronized(seg, payload, now);
+      on_segment_synchronized(seg, payload, now, buffer);
       return;
   }
 }
@@ -299,7 +314,8 @@ bool Connection::acceptable(const TcpRepr& seg, std::uint32_t len) const noexcep
   return in_window(seg.seq) || in_window(seg.seq + (len - 1));
 }
 
-void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now) {
+void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                                         InboundBuffer* buffer) {
   std::uint32_t len = seg_len(seg);
   // RFC 7323 5.3 R1: PAWS, before anything else (an RST is still judged by
   // its sequence number: R1 exempts it so that a peer with a reset clock
@@ -402,9 +418,24 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
   if (!payload.empty()) {
     if (state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2) {
       if (seg.seq > rcv_nxt_) {
-        // Out of order: not queued yet; a duplicate ACK tells the peer.
-        counters_.drop(SegmentDrop::kOutOfOrder);
+        // Out of order (RFC 9293 3.10.7.4 seventh: "segments with higher
+        // beginning sequence numbers SHOULD be held"): kept in its buffer,
+        // trimmed to the window; a duplicate ACK (with SACK blocks) at once.
+        const std::uint32_t room = distance(seg.seq, rcv_adv_);
+        const auto held = static_cast<std::uint32_t>(std::min<std::size_t>(payload.size(), room));
+        if (ooo_ && buffer != nullptr && !buffer->taken && held > 0 && !closed_by_app_) {
+          buffer->taken = true;  // the queue takes it whatever it decides
+          const OooResult r = ooo_->insert(seg.seq, held, buffer->buffer, buffer->payload_offset, rcv_nxt_);
+          if (r == OooResult::Queued) {
+            ++counters_.ooo_queued;
+          } else if (r != OooResult::Duplicate) {
+            counters_.drop(SegmentDrop::kOutOfOrder);
+          }
+        } else {
+          counters_.drop(SegmentDrop::kOutOfOrder);
+        }
         send_ack(now);
+        output(now);
         return;
       }
       const std::uint32_t skip = distance(seg.seq, rcv_nxt_);
@@ -421,6 +452,11 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
         rcv_nxt_ += static_cast<std::uint32_t>(take);
         counters_.bytes_in += take;
         ++unacked_segments_;
+        if (ooo_ && !ooo_->empty()) {
+          // RFC 5681 4.2: ACK at once when a segment fills (part of) a hole.
+          drain_ooo();
+          ack_now = true;
+        }
         if (take < fresh.size()) ack_now = true;  // trimmed to the window
         if (quick_acks_left_ > 0) {
           --quick_acks_left_;
@@ -569,6 +605,34 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
   return true;
 }
 
+void Connection::drain_ooo() {
+  std::array<OooSegment, 16> segs{};
+  for (;;) {
+    const auto r = ooo_->pop_in_order(rcv_nxt_, segs);
+    bool full = false;
+    for (std::size_t i = 0; i < r.count; ++i) {
+      const OooSegment& o = segs[i];
+      if (!full && o.seq == rcv_nxt_) {
+        // It fits: it lay inside a window that recv_'s free space covered,
+        // and that space has only grown since. Should it not, what is left
+        // is dropped unacknowledged and the peer sends it again.
+        const std::size_t took = recv_.push(pool_->buffer(o.buffer).subspan(o.offset, o.len));
+        rcv_nxt_ += static_cast<std::uint32_t>(took);
+        counters_.bytes_in += took;
+        full = took < o.len;
+      }
+      (void)pool_->free(owner_, o.buffer);
+    }
+    if (full || r.count < segs.size()) return;
+  }
+}
+
+std::size_t Connection::sack_option_len() const noexcept {
+  if (!sack_on_ || !ooo_) return 0;
+  const std::size_t blocks = std::min<std::size_t>(ooo_->size() + (ooo_->dsack() ? 1 : 0), ts_on_ ? 3 : 4);
+  return blocks == 0 ? 0 : 4 + 8 * blocks;  // NOP NOP kind len, 8 bytes a block
+}
+
 // ---------------------------------------------------------------------------
 // Output
 
@@ -580,6 +644,11 @@ TcpRepr Connection::header(SeqNum seq, std::uint8_t flags, Nanos now) const {
   h.flags = TcpFlags{flags};
   if (h.flags.ack()) h.ack = rcv_nxt_;
   if (ts_on_ && !h.flags.rst()) h.options.timestamps = wire::TcpTimestamps{ts_now(now), ts_recent_};
+  if (sack_on_ && ooo_ && h.flags.ack() && !h.flags.syn() && !h.flags.rst()) {
+    // RFC 2018 3: at most 3 blocks beside timestamps, 4 without.
+    h.options.sack_count =
+        static_cast<std::uint8_t>(ooo_->sack_blocks(h.options.sack_blocks, ts_on_ ? 3 : 4));
+  }
   return h;
 }
 
@@ -606,6 +675,7 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   // In a SYN,ACK each option only if the peer's SYN had it (RFC 7323 1.3).
   const bool ws = config_.window_scaling && (!with_ack || rcv_shift_ > 0 || snd_shift_ > 0);
   if (ws) h.options.window_scale = with_ack ? rcv_shift_ : config_.window_shift;
+  h.options.sack_permitted = config_.sack && (!with_ack || sack_on_);
   if (config_.timestamps && (!with_ack || ts_on_)) {
     h.options.timestamps = wire::TcpTimestamps{ts_now(now), with_ack ? ts_recent_ : 0};
   } else {
@@ -638,6 +708,7 @@ void Connection::send_ack(Nanos now) {
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
   sink_->send_segment(ep_, h, {}, {}, now);
+  if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();  // RFC 2883 4: reported once
 }
 
 void Connection::send_challenge_ack(Nanos now) {
@@ -691,6 +762,7 @@ void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
   sink_->send_segment(ep_, h, a, b, now);
+  if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -705,7 +777,8 @@ void Connection::output(Nanos now) {
     const std::uint64_t wnd = std::min<std::uint64_t>(snd_wnd_, cc_->cwnd());
     const std::uint32_t in_flight = distance(snd_una_, snd_nxt_);
     const std::uint64_t usable = wnd > in_flight ? wnd - in_flight : 0;
-    const std::size_t len = std::min<std::size_t>({left, snd_mss_, static_cast<std::size_t>(usable)});
+    const std::size_t mss = snd_mss_ - sack_option_len();
+    const std::size_t len = std::min<std::size_t>({left, mss, static_cast<std::size_t>(usable)});
     const bool fin = fin_pending && len == left;
     if (len == 0 && !fin) {
       // Zero window with data waiting and nothing in flight to bring an
@@ -715,7 +788,7 @@ void Connection::output(Nanos now) {
       }
       break;
     }
-    if (len < snd_mss_ && !fin) {
+    if (len < mss && !fin) {
       // Sender silly window avoidance and Nagle (RFC 9293 3.8.6.2.1,
       // RFC 1122 4.2.3.4): a short segment only if it is all there is and
       // nothing is unacknowledged (or no_delay), or it fills half the
@@ -746,7 +819,7 @@ void Connection::retransmit_head(Nanos now) {
     send_syn(state_ == State::kSynReceived, now);
     return;
   }
-  const std::size_t len = std::min<std::size_t>(send_.size(), snd_mss_);
+  const std::size_t len = std::min<std::size_t>(send_.size(), snd_mss_ - sack_option_len());
   const bool fin = fin_sent_ && len == send_.size();
   if (len == 0 && !fin) return;
   send_data(snd_una_, len, fin, now);
@@ -792,7 +865,8 @@ void Connection::on_timer(Nanos now) {
     const std::uint64_t usable = wnd > sent ? wnd - sent : 0;
     if (may_send(state_) && left > 0 && usable > 0) {
       // The silly-window override: send what fits now.
-      const std::size_t len = std::min<std::size_t>({left, snd_mss_, static_cast<std::size_t>(usable)});
+      const std::size_t len =
+          std::min<std::size_t>({left, snd_mss_ - sack_option_len(), static_cast<std::size_t>(usable)});
       const bool fin = shut_wr_ && len == left;
       send_data(snd_nxt_, len, fin, now);
       snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
@@ -929,6 +1003,7 @@ void Connection::enter_time_wait(Nanos now) {
   delack_deadline_ = Nanos::max();
   time_wait_deadline_ = now + 2 * config_.msl;
   send_.clear();
+  if (ooo_) ooo_->clear();
 }
 
 void Connection::set_closed(std::error_code error) {
@@ -939,6 +1014,7 @@ void Connection::set_closed(std::error_code error) {
   delack_deadline_ = Nanos::max();
   time_wait_deadline_ = Nanos::max();
   send_.clear();
+  if (ooo_) ooo_->clear();  // its buffers go back to the pool now
 }
 
 }  // namespace usnet::tcp

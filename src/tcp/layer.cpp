@@ -59,6 +59,8 @@ std::string_view to_string(TcpDropReason r) noexcept {
 // Creation
 
 Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Interface& iface,
+                                                                      mem::PacketPool& pool,
+                                                                      mem::OwnerId owner,
                                                                       const TcpConfig& config) {
   if (config.max_connections == 0 || config.max_listeners == 0 || config.ephemeral_min == 0 ||
       config.ephemeral_min > config.ephemeral_max) {
@@ -88,7 +90,7 @@ Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Inter
   auto wheel = TimerWheel::create(wc);
   if (!wheel) return unexpected(wheel.error());
   std::unique_ptr<TcpLayer> layer(
-      new TcpLayer(iface, config, std::move(*table), std::move(*listeners), std::move(*wheel)));
+      new TcpLayer(iface, pool, owner, config, std::move(*table), std::move(*listeners), std::move(*wheel)));
   if (auto ec = iface.set_protocol_handler(
           kProtocol, [l = layer.get()](net::InboundDatagram& d, Nanos now) { l->on_datagram(d, now); })) {
     return unexpected(ec);
@@ -98,9 +100,11 @@ Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Inter
   return layer;
 }
 
-TcpLayer::TcpLayer(net::Interface& iface, const TcpConfig& config, ConnTable table, ListenerTable listeners,
-                   TimerWheel wheel)
+TcpLayer::TcpLayer(net::Interface& iface, mem::PacketPool& pool, mem::OwnerId owner, const TcpConfig& config,
+                   ConnTable table, ListenerTable listeners, TimerWheel wheel)
     : iface_(&iface),
+      pool_(&pool),
+      owner_(owner),
       config_(config),
       table_(std::move(table)),
       listeners_table_(std::move(listeners)),
@@ -152,7 +156,7 @@ std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) 
     slots_.emplace_back();
   }
   Slot& s = slots_[i];
-  auto conn = Connection::create(config_.connection, ep, *this, mix(rng_));
+  auto conn = Connection::create(config_.connection, ep, *this, mix(rng_), pool_, owner_);
   if (!conn) {
     free_slots_.push_back(i);
     return std::nullopt;
@@ -341,7 +345,17 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
   const std::span<const std::byte> payload = view->payload();
   const FourTuple t{IpAddr::v4(d.ip.dst), IpAddr::v4(d.ip.src), seg->dst_port, seg->src_port};
   if (const auto i = table_.find(t)) {
-    slots_[*i].conn->on_segment(*seg, payload, now);
+    // Offer the frame's buffer: an out-of-order segment stays in it.
+    std::optional<link::Frame> frame;
+    Connection::InboundBuffer in;
+    if (!payload.empty()) frame = d.take_frame();
+    if (frame) {
+      const std::byte* base = pool_->buffer(frame->buffer).data();
+      in.buffer = frame->buffer;
+      in.payload_offset = static_cast<std::uint16_t>(payload.data() - base);
+    }
+    slots_[*i].conn->on_segment(*seg, payload, now, frame ? &in : nullptr);
+    if (frame && !in.taken) (void)pool_->free(owner_, frame->buffer);
     settle(*i, now);
     return;
   }

@@ -12,6 +12,7 @@
 #include <set>
 #include <vector>
 
+#include "net/net_test_util.hpp"
 #include "usnet/wire/udp.hpp"
 
 namespace usnet::tcp {
@@ -75,11 +76,27 @@ Bytes pattern(std::size_t n, std::uint32_t seed) {
 // Two connections and the wire between them.
 class Pair {
  public:
-  explicit Pair(ConnectionConfig ca = small_config(), ConnectionConfig cb = small_config())
+  // With `pooled`, segments arrive in pool buffers that the connections
+  // may keep (their out-of-order queues work).
+  explicit Pair(ConnectionConfig ca = small_config(), ConnectionConfig cb = small_config(),
+                bool pooled = false)
       : sink_a_(kA, kB), sink_b_(kB, kA), config_b_(cb) {
-    a_ = *Connection::create(ca, {kA, 40000, kB, 80}, sink_a_, 11);
-    b_ = *Connection::create(cb, {kB, 80, kA, 40000}, sink_b_, 22);
+    if (pooled) {
+      pool_.emplace(64);
+      owner_ = pool_->add_owner();
+    }
+    mem::PacketPool* pool = pooled ? &**pool_ : nullptr;
+    a_ = *Connection::create(ca, {kA, 40000, kB, 80}, sink_a_, 11, pool, owner_);
+    b_ = *Connection::create(cb, {kB, 80, kA, 40000}, sink_b_, 22, pool, owner_);
   }
+  ~Pair() {
+    a_.reset();
+    b_.reset();
+    if (pool_) {
+      EXPECT_EQ((*pool_)->in_use(), 0u);
+    }
+  }
+  std::size_t pool_in_use() { return pool_ ? (*pool_)->in_use() : 0; }
   Connection& a() { return *a_; }
   Connection& b() { return *b_; }
   Sink& sink_a() { return sink_a_; }
@@ -118,6 +135,14 @@ class Pair {
     ADD_FAILURE() << "the wire never went quiet";
   }
   std::function<bool(Segment&, bool from_a)> filter;
+  // One crafted segment to A, through the same path as the wire's.
+  void deliver_to_a(const TcpRepr& h, std::span<const std::byte> payload) {
+    std::deque<Segment> one{{h, Bytes(payload.begin(), payload.end())}};
+    Sink* dummy = &sink_b_;
+    std::swap(dummy->out, one);
+    deliver(sink_b_, *a_, false);
+    std::swap(dummy->out, one);
+  }
 
  private:
   void deliver(Sink& from, Connection& to, bool from_a) {
@@ -125,9 +150,23 @@ class Pair {
     batch.swap(from.out);
     for (auto& s : batch) {
       if (filter && !filter(s, from_a)) continue;
-      to.on_segment(s.h, s.payload, now_);
+      if (!pool_ || s.payload.empty()) {
+        to.on_segment(s.h, s.payload, now_);
+        continue;
+      }
+      auto b = (*pool_)->alloc(owner_);
+      ASSERT_TRUE(b);
+      auto mem = (*pool_)->buffer(*b).subspan(100, s.payload.size());
+      std::copy(s.payload.begin(), s.payload.end(), mem.begin());
+      Connection::InboundBuffer in{*b, 100, false};
+      to.on_segment(s.h, mem, now_, &in);
+      if (!in.taken) {
+        EXPECT_FALSE((*pool_)->free(owner_, *b));
+      }
     }
   }
+  std::optional<net::test::TestPool> pool_;
+  mem::OwnerId owner_;
   Sink sink_a_, sink_b_;
   ConnectionConfig config_b_;
   std::unique_ptr<Connection> a_, b_;
@@ -156,6 +195,8 @@ Bytes transfer(Pair& p, Connection& from, Connection& to, const Bytes& data, Nan
   }
   return got;
 }
+
+TcpRepr from_b_seq(Pair& p, std::uint8_t flags, SeqNum seq);
 
 // --- Opening ---------------------------------------------------------------
 
@@ -379,6 +420,56 @@ TEST(TcpConnection, DelayedAckWaitsThenAcks) {
   EXPECT_EQ(p.b().counters().delayed_acks, 1u);
 }
 
+TEST(TcpConnection, OutOfOrderSegmentsAreHeldAndSackedUntilTheHoleIsFilled) {
+  Pair p(small_config(), small_config(), true);
+  p.handshake();
+  EXPECT_TRUE(p.a().sack_on());
+  const Bytes warm = pattern(100000, 15);
+  ASSERT_EQ(transfer(p, p.a(), p.b(), warm), warm);
+  int seen = 0;
+  SeqNum lost;
+  std::vector<wire::SackBlock> sacks;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (from_a && s.h.payload_len > 0 && ++seen == 2) {
+      lost = s.h.seq;
+      return false;
+    }
+    if (!from_a && s.h.options.sack_count > 0) sacks.push_back(s.h.options.sacks()[0]);
+    return true;
+  };
+  const Bytes data = pattern(20 * 1448, 16);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data, 1ms, 2000), data);
+  // The receiver kept what came after the hole and said so in SACK blocks
+  // that start right after the lost segment.
+  EXPECT_GE(p.b().counters().ooo_queued, 3u);
+  EXPECT_EQ(p.b().counters().dropped(SegmentDrop::kOutOfOrder), 0u);
+  ASSERT_FALSE(sacks.empty());
+  EXPECT_EQ(sacks.front().left, lost + 1448);
+  // One retransmission repaired it: nothing after the hole was sent twice.
+  EXPECT_EQ(p.a().counters().retransmits, 1u);
+  EXPECT_EQ(p.a().counters().fast_retransmits, 1u);
+  EXPECT_EQ(p.b().ooo_segments(), 0u);
+  EXPECT_EQ(p.pool_in_use(), 0u);
+}
+
+TEST(TcpConnection, Robustness11OutOfOrderQueueIsBounded) {
+  ConnectionConfig c = small_config();
+  c.ooo_max_segments = 32;
+  Pair p(c, c, true);
+  p.handshake();
+  // 10,000 one-byte segments, each beyond a hole, all in the window.
+  for (std::uint32_t i = 0; i < 10000; ++i) {
+    TcpRepr h = from_b_seq(p, TcpFlags::kAck, p.a().rcv_nxt() + 2 + (i * 7919) % 60000);
+    h.payload_len = 1;
+    const std::byte one[1] = {std::byte{0x5a}};
+    p.deliver_to_a(h, one);
+    ASSERT_LE(p.a().ooo_segments(), 32u);
+    ASSERT_LE(p.pool_in_use(), 32u);
+  }
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  EXPECT_EQ(p.a().readable(), 0u);
+}
+
 // --- Closing -----------------------------------------------------------------
 
 TEST(TcpConnection, ActiveCloseGoesThroughTimeWait) {
@@ -477,6 +568,12 @@ TcpRepr from_b(Pair& p, std::uint8_t flags) {
   h.ack = p.a().snd_nxt();
   h.flags = TcpFlags{flags};
   h.window = 1000;
+  return h;
+}
+
+TcpRepr from_b_seq(Pair& p, std::uint8_t flags, SeqNum seq) {
+  TcpRepr h = from_b(p, flags);
+  h.seq = seq;
   return h;
 }
 

@@ -46,8 +46,8 @@ struct Net {
   std::unique_ptr<TcpLayer> tb;
   explicit Net(TcpConfig ca = config(11), TcpConfig cb = config(22)) {
     link::MemoryLink::connect(a.link, b.link);
-    ta = std::move(*TcpLayer::create(*a.iface, ca));
-    tb = std::move(*TcpLayer::create(*b.iface, cb));
+    ta = std::move(*TcpLayer::create(*a.iface, *pool, a.owner, ca));
+    tb = std::move(*TcpLayer::create(*b.iface, *pool, b.owner, cb));
   }
   ~Net() {
     ta.reset();

@@ -11,10 +11,14 @@
 // was given, as a header (wire::TcpRepr) and up to two payload spans.
 //
 // Buffers (this version): a copying send buffer and receive buffer (ByteRing)
-// of configured sizes. Out-of-order data is not queued yet: it is dropped
-// and answered with a duplicate ACK, so the peer's fast retransmit repairs
-// it. (The pool-buffer queues with SACK, ooo_queue.hpp and
-// sack_scoreboard.hpp, replace these next.)
+// of configured sizes. Data that arrives out of order stays in the pool
+// buffer it came in (an OooQueue, when the connection was given the pool)
+// and is copied into the receive buffer once the hole before it is filled;
+// the ACKs meanwhile carry SACK blocks (RFC 2018) and D-SACK (RFC 2883) when
+// the peer allowed SACK. Without a pool, out-of-order data is dropped and
+// answered with a duplicate ACK. The sender still recovers with NewReno
+// (RFC 6582): SACK blocks the peer sends are not used yet (the RFC 6675
+// scoreboard, sack_scoreboard.hpp, is the next step).
 //
 // Segment arrival follows RFC 9293 3.10.7 step by step; the code names the
 // steps. Deviations, each a later RFC's rule:
@@ -39,12 +43,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
 
+#include "usnet/mem/pool.hpp"
 #include "usnet/tcp/byte_ring.hpp"
 #include "usnet/tcp/congestion.hpp"
+#include "usnet/tcp/ooo_queue.hpp"
 #include "usnet/util/expected.hpp"
 #include "usnet/wire/addr.hpp"
 #include "usnet/wire/seq.hpp"
@@ -99,7 +106,10 @@ struct ConnectionConfig {
   bool no_delay = false;  // disables Nagle (TCP_NODELAY)
   bool window_scaling = true;
   bool timestamps = true;
-  bool sack = false;                       // not yet: the SACK scoreboard is not wired in
+  bool sack = true;  // offer SACK-permitted and send SACK blocks (RFC 2018)
+  // Out-of-order segments held (pool buffers pinned); their bytes are
+  // bounded by recv_buffer (ROBUSTNESS 11).
+  std::uint32_t ooo_max_segments = 256;
   std::uint8_t window_shift = 7;           // the shift we announce (RFC 7323 2.2), <= 14
   std::uint32_t challenge_ack_limit = 10;  // per second, plus up to half again at random
   CongestionAlgorithm congestion = kDefaultCongestionAlgorithm;
@@ -133,7 +143,7 @@ enum class SegmentDrop : std::uint8_t {
   kSynChallenged,    // SYN in a synchronized state: challenge ACK
   kAckUnacceptable,  // RFC 5961 5.2: ACK outside [SND.UNA - MAX.SND.WND, SND.NXT]
   kNoAck,            // no ACK bit in a synchronized state
-  kOutOfOrder,       // data beyond RCV.NXT (not queued in this version)
+  kOutOfOrder,       // data beyond RCV.NXT that could not be queued (no pool, or a queue bound)
   kBadSynSentAck,    // SYN-SENT: an ACK for something we never sent
   kClosed,           // the connection is closed
   kCount
@@ -153,6 +163,7 @@ struct ConnectionCounters {
   std::uint64_t challenge_acks_limited = 0;  // withheld by the rate limit
   std::uint64_t window_probes = 0;           // zero-window probes sent
   std::uint64_t delayed_acks = 0;            // ACKs sent by the delayed-ACK timer
+  std::uint64_t ooo_queued = 0;              // segments kept in the out-of-order queue
   std::array<std::uint64_t, kSegmentDropCount> drops{};
   void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
   std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
@@ -162,10 +173,11 @@ class Connection {
  public:
   // `random` seeds the challenge-ACK randomness and the timestamp offset
   // (the caller draws it from a random source; tests fix it).
-  static Expected<std::unique_ptr<Connection>, std::error_code> create(const ConnectionConfig& config,
-                                                                       const Endpoints& endpoints,
-                                                                       SegmentSink& sink,
-                                                                       std::uint64_t random);
+  // With `pool`, out-of-order segments are kept in their buffers (owned by
+  // `owner`, the owner of the buffers segments arrive in).
+  static Expected<std::unique_ptr<Connection>, std::error_code> create(
+      const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
+      mem::PacketPool* pool = nullptr, mem::OwnerId owner = {});
 
   // Active open (RFC 9293 3.10.1): sends the SYN; SYN-SENT. EISCONN unless CLOSED.
   std::error_code connect(SeqNum iss, Nanos now);
@@ -173,8 +185,17 @@ class Connection {
   // connection for it: SYN-RECEIVED, the SYN,ACK sent (RFC 9293 3.10.7.2).
   std::error_code accept_syn(const wire::TcpRepr& syn, SeqNum iss, Nanos now);
 
+  // The pool buffer a segment's payload is in, offered to the connection:
+  // it sets `taken` when it keeps the buffer (an out-of-order segment);
+  // otherwise the caller still owns and frees it.
+  struct InboundBuffer {
+    mem::BufIndex buffer = 0;
+    std::uint16_t payload_offset = 0;  // where the payload starts in the buffer
+    bool taken = false;
+  };
   // A segment for this connection (checksum verified). RFC 9293 3.10.7.
-  void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now);
+  void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                  InboundBuffer* buffer = nullptr);
   // Runs the timers due at `now` (retransmission, persist, delayed ACK,
   // TIME-WAIT).
   void on_timer(Nanos now);
@@ -219,16 +240,25 @@ class Connection {
   Nanos rto() const noexcept { return rto_; }
   Nanos srtt() const noexcept { return srtt_; }
   bool timestamps_on() const noexcept { return ts_on_; }
+  bool sack_on() const noexcept { return sack_on_; }
+  // Out-of-order segments held now.
+  std::size_t ooo_segments() const noexcept { return ooo_ ? ooo_->size() : 0; }
   std::uint8_t snd_shift() const noexcept { return snd_shift_; }
   std::uint8_t rcv_shift() const noexcept { return rcv_shift_; }
 
  private:
   Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
-             std::uint64_t random, std::unique_ptr<CongestionControl> cc);
+             std::uint64_t random, std::unique_ptr<CongestionControl> cc, std::optional<OooQueue> ooo,
+             mem::PacketPool* pool, mem::OwnerId owner);
 
   // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
   void on_segment_syn_sent(const wire::TcpRepr& seg, Nanos now);
-  void on_segment_synchronized(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now);
+  void on_segment_synchronized(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                               InboundBuffer* buffer);
+  // Moves out-of-order data that now continues the stream into recv_.
+  void drain_ooo();
+  // Bytes the SACK option of the next segment takes (0 without blocks).
+  std::size_t sack_option_len() const noexcept;
   bool acceptable(const wire::TcpRepr& seg, std::uint32_t seg_len) const noexcept;
   // Step five for an acceptable ACK; false if the segment is to be dropped.
   bool process_ack(const wire::TcpRepr& seg, Nanos now);
@@ -278,6 +308,10 @@ class Connection {
   std::uint8_t snd_shift_ = 0;  // applied to windows the peer sends
   std::uint8_t rcv_shift_ = 0;  // applied to windows we send
   bool ts_on_ = false;
+  bool sack_on_ = false;
+  std::optional<OooQueue> ooo_;
+  mem::PacketPool* pool_ = nullptr;
+  mem::OwnerId owner_;
   std::uint32_t ts_recent_ = 0;
   std::uint32_t ts_offset_ = 0;
 

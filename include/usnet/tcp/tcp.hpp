@@ -166,7 +166,11 @@ class TcpLayer : private SegmentSink {
  public:
   // EINVAL for a bad configuration (connection config, empty ephemeral
   // range, zero limits); EEXIST if protocol 6 already has a handler.
+  // `pool` and `owner` are the interface's: out-of-order segments stay in
+  // the buffers they arrived in.
   static Expected<std::unique_ptr<TcpLayer>, std::error_code> create(net::Interface& iface,
+                                                                     mem::PacketPool& pool,
+                                                                     mem::OwnerId owner,
                                                                      const TcpConfig& config);
   ~TcpLayer() override;
   TcpLayer(const TcpLayer&) = delete;
@@ -217,8 +221,8 @@ class TcpLayer : private SegmentSink {
     std::deque<std::uint32_t> accept_queue;
   };
 
-  TcpLayer(net::Interface& iface, const TcpConfig& config, ConnTable table, ListenerTable listeners,
-           TimerWheel wheel);
+  TcpLayer(net::Interface& iface, mem::PacketPool& pool, mem::OwnerId owner, const TcpConfig& config,
+           ConnTable table, ListenerTable listeners, TimerWheel wheel);
 
   void on_datagram(net::InboundDatagram& d, Nanos now);
   void on_icmp_error(const net::IcmpErrorInfo& e, Nanos now);
@@ -240,6 +244,8 @@ class TcpLayer : private SegmentSink {
   void close_listener(std::uint32_t listener, std::uint32_t generation);
 
   net::Interface* iface_;
+  mem::PacketPool* pool_;
+  mem::OwnerId owner_;
   TcpConfig config_;
   ConnTable table_;
   ListenerTable listeners_table_;
