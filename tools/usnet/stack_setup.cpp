@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -157,9 +158,26 @@ udp::UdpLayer& ToolStack::udp() {
   return *udp_;
 }
 
+tcp::TcpLayer& ToolStack::tcp() {
+  if (!tcp_) {
+    tcp::TcpConfig config;
+    config.seed = static_cast<std::uint64_t>(now().count()) ^ 0x7463700000000000ull;
+    std::uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) == static_cast<ssize_t>(sizeof r)) config.seed ^= r;
+    config.connection.send_buffer = std::size_t{1} << 20;
+    config.connection.recv_buffer = std::size_t{1} << 20;
+    config.connection.mss = static_cast<std::uint16_t>(std::min<std::uint32_t>(iface_->mtu() - 40, 65495));
+    auto layer = tcp::TcpLayer::create(*iface_, *pool_, owner_, config);
+    // The configuration above is valid, so create() cannot refuse it.
+    tcp_ = std::move(*layer);
+  }
+  return *tcp_;
+}
+
 std::string ToolStack::format_counters() const {
   std::string out = iface_->format_counters();
   if (udp_) out += udp_->format_counters();
+  if (tcp_) out += tcp_->format_counters();
   if (xdp_ != nullptr) {
     const auto c = xdp_->steer_counters();
     out += fmt::format("Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n", c.redirected,
@@ -177,17 +195,23 @@ std::string ToolStack::format_counters() const {
 
 ToolStack::~ToolStack() {
   // Layers above give their buffers back before the pool goes.
+  tcp_.reset();
   udp_.reset();
   iface_.reset();
   link_.reset();
   if (pool_) (void)pool_->remove_owner(owner_);
 }
 
-void ToolStack::run_once(link::Nanos wake_at) {
-  auto t = now();
+void ToolStack::poll() {
+  const auto t = now();
   iface_->poll(t);
-  t = now();
-  const link::Nanos until = std::min({iface_->next_deadline(), wake_at, t + std::chrono::milliseconds(50)});
+  if (tcp_) tcp_->poll_timers(t);
+}
+
+void ToolStack::wait(link::Nanos wake_at) {
+  const auto t = now();
+  link::Nanos until = std::min({iface_->next_deadline(), wake_at, t + std::chrono::milliseconds(50)});
+  if (tcp_) until = std::min(until, tcp_->next_deadline());
   if (until <= t) return;
   const int ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(until - t).count());
   if (const int fd = link_->wait_fd(); fd >= 0) {

@@ -18,6 +18,7 @@
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
+#include "usnet/tcp/tcp.hpp"
 #include "usnet/udp/udp.hpp"
 #include "usnet/util/expected.hpp"
 
@@ -50,15 +51,25 @@ class ToolStack {
   link::Link& link() { return *link_; }
   // The UDP layer over the interface, created on first use.
   udp::UdpLayer& udp();
+  // The TCP layer over the interface, created on first use.
+  tcp::TcpLayer& tcp();
   // The interface's counters, the UDP layer's if it exists, and the fault
   // injector's when one is in the path.
   std::string format_counters() const;
 
   // Monotonic time for the stack (the core reads no clock of its own).
   static link::Nanos now();
-  // Polls the interface, then sleeps on the link's fd until the interface's
-  // next deadline, `wake_at`, or at most 50 ms, whichever is first.
-  void run_once(link::Nanos wake_at);
+  // Polls the interface (and the TCP timers), then sleeps on the link's fd
+  // until the next deadline, `wake_at`, or at most 50 ms, whichever is
+  // first.
+  void run_once(link::Nanos wake_at) {
+    poll();
+    wait(wake_at);
+  }
+  // The two halves, for loops that have work of their own between them
+  // (and sleep only when neither the stack nor they made progress).
+  void poll();
+  void wait(link::Nanos wake_at);
 
  private:
   ToolStack() = default;
@@ -68,6 +79,7 @@ class ToolStack {
   std::unique_ptr<link::Link> link_;
   std::unique_ptr<net::Interface> iface_;
   std::unique_ptr<udp::UdpLayer> udp_;
+  std::unique_ptr<tcp::TcpLayer> tcp_;
   const link::FaultInjector* faults_ = nullptr;
   const link::AfXdpLink* xdp_ = nullptr;  // the link, when it is AF_XDP (for its program's counters)
 };
@@ -79,5 +91,6 @@ std::optional<net::InterfaceAddress> parse_cidr(const std::string& s);
 void add_ping(CLI::App& app, std::function<int()>& run);
 void add_up(CLI::App& app, std::function<int()>& run);
 void add_udp_echo(CLI::App& app, std::function<int()>& run);
+void add_http(CLI::App& app, std::function<int()>& run);
 
 }  // namespace usnet::tool

@@ -49,15 +49,18 @@ int run_server(const ServerOptions& opt) {
                                       : link::Nanos::max();
   std::uint64_t echoed = 0, send_errors = 0;
   while (!g_stop.load() && ToolStack::now() < end) {
-    (*stack)->run_once(end);
+    (*stack)->poll();
     // Zero-copy receive: the payload is read in the pool buffer it arrived in.
+    bool busy = false;
     while (auto d = sock->receive()) {
+      busy = true;
       if (auto ec = sock->send_to(d->payload(), d->from, ToolStack::now())) {
         ++send_errors;
       } else {
         ++echoed;
       }
     }
+    if (!busy) (*stack)->wait(end);
   }
   fmt::print("echoed {} datagrams, {} send errors\n{}", echoed, send_errors, (*stack)->format_counters());
   return 0;
