@@ -173,8 +173,37 @@ std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) 
   return i;
 }
 
+namespace {
+void add_counters(ConnectionCounters& to, const ConnectionCounters& c) {
+  to.segments_in += c.segments_in;
+  to.segments_out += c.segments_out;
+  to.bytes_in += c.bytes_in;
+  to.bytes_out += c.bytes_out;
+  to.retransmits += c.retransmits;
+  to.retransmitted_bytes += c.retransmitted_bytes;
+  to.timeouts += c.timeouts;
+  to.fast_retransmits += c.fast_retransmits;
+  to.dup_acks += c.dup_acks;
+  to.challenge_acks += c.challenge_acks;
+  to.challenge_acks_limited += c.challenge_acks_limited;
+  to.window_probes += c.window_probes;
+  to.delayed_acks += c.delayed_acks;
+  to.ooo_queued += c.ooo_queued;
+  for (std::size_t d = 0; d < kSegmentDropCount; ++d) to.drops[d] += c.drops[d];
+}
+}  // namespace
+
+ConnectionCounters TcpLayer::connection_totals() const noexcept {
+  ConnectionCounters t = freed_totals_;
+  for (const Slot& s : slots_) {
+    if (s.conn) add_counters(t, s.conn->counters());
+  }
+  return t;
+}
+
 void TcpLayer::free_slot(std::uint32_t i) {
   Slot& s = slots_[i];
+  add_counters(freed_totals_, s.conn->counters());
   if (s.in_table) (void)table_.erase(s.key);
   if (s.steered) (void)iface_->steer_port(link::SteerRule::Kind::kTcpPort, s.key.local_port, false);
   (void)wheel_.cancel(s.timer);
@@ -549,6 +578,23 @@ std::string TcpLayer::format_counters(bool all) const {
                           "dropped: " + std::string(to_string(static_cast<TcpDropReason>(r))));
   }
   line(live_, "connections open");
+  const ConnectionCounters t = connection_totals();
+  line(t.bytes_in, "bytes received in order");
+  line(t.bytes_out, "bytes sent (first transmissions)");
+  line(t.retransmits, "segments retransmitted");
+  line(t.retransmitted_bytes, "bytes retransmitted");
+  line(t.timeouts, "retransmission timeouts");
+  line(t.fast_retransmits, "fast retransmits (three duplicate acks)");
+  line(t.dup_acks, "duplicate acks received");
+  line(t.ooo_queued, "out-of-order segments queued (sacked)");
+  line(t.challenge_acks, "challenge acks sent");
+  line(t.window_probes, "zero-window probes sent");
+  for (std::size_t d = 0; d < kSegmentDropCount; ++d) {
+    if (all || t.drops[d] != 0) {
+      append_counter_line(out, t.drops[d],
+                          std::string("segments dropped: ") + to_string(static_cast<SegmentDrop>(d)));
+    }
+  }
   return out;
 }
 

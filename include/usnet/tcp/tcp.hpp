@@ -193,6 +193,9 @@ class TcpLayer : private SegmentSink {
   const TcpCounters& counters() const noexcept { return counters_; }
   // Connections in the layer (any state but the freed).
   std::size_t connection_count() const noexcept { return live_; }
+  // The connections' own counters summed over every connection the layer
+  // has had (freed ones included).
+  ConnectionCounters connection_totals() const noexcept;
   // "Tcp:" and one line per counter, per non-zero drop reason, and the
   // connections' own counters summed.
   std::string format_counters(bool all = false) const;
@@ -257,6 +260,7 @@ class TcpLayer : private SegmentSink {
   std::vector<Listener> listeners_;
   std::size_t live_ = 0;
   TcpCounters counters_;
+  ConnectionCounters freed_totals_;  // counters of connections already freed
   std::uint64_t rng_;
   Nanos last_now_{0};
   std::vector<std::byte> scratch_;  // one segment, built before Interface::send copies it
