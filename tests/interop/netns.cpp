@@ -264,4 +264,10 @@ std::string prepare_af_xdp_peer(const PeerNamespace& ns) {
   return {};
 }
 
+std::string prepare_af_packet_peer(const PeerNamespace& ns) {
+  const auto r = ns.exec("ethtool -K " + ns.peer_if() + " tso off gso off", 10);
+  if (r.status != 0) return "ethtool -K " + ns.peer_if() + " tso off gso off failed: " + r.output;
+  return {};
+}
+
 }  // namespace usnet::test

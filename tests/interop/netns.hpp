@@ -40,6 +40,10 @@ class PeerNamespace;
 // anything could; so transmit checksum offload is turned off on the peer.
 // Returns why it failed, or empty.
 std::string prepare_af_xdp_peer(const PeerNamespace& ns);
+// Makes the kernel end of a veth pair send MTU-sized frames to an AF_PACKET
+// link: with TSO/GSO on, veth hands over unsegmented super-frames (up to
+// 64 KiB) that no packet buffer holds. Returns why it failed, or empty.
+std::string prepare_af_packet_peer(const PeerNamespace& ns);
 
 // A namespace holding the kernel peer, joined to the root namespace by a
 // veth pair. The peer end is inside the namespace with `peer_cidr` (and

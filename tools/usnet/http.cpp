@@ -53,7 +53,9 @@ class Sha256 {
   EVP_MD_CTX* ctx_;
 };
 
-std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
+std::span<const std::byte> bytes_of(std::string_view s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -133,7 +135,8 @@ class HttpConnection {
   bool done() const {
     if (state_ == State::kDone) return true;
     const auto st = stream_.connection().state();
-    return st == tcp::State::kClosed || (stream_.connection().eof() && state_ == State::kHead && head_.empty());
+    return st == tcp::State::kClosed ||
+           (stream_.connection().eof() && state_ == State::kHead && head_.empty());
   }
   void close(link::Nanos now) { stream_.close(now); }
 
@@ -216,7 +219,9 @@ class HttpConnection {
     std::array<std::byte, kChunk> buf{};
     bool moved = false;
     while (body_left_ > 0) {
-      auto r = stream_.receive(std::span(buf).first(static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), body_left_))), now);
+      auto r = stream_.receive(
+          std::span(buf).first(static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), body_left_))),
+          now);
       if (!r || *r == 0) {
         if (stream_.connection().eof() || !r) state_ = State::kDone;
         return moved;
@@ -247,8 +252,9 @@ class HttpConnection {
       respond(404, "Not Found", "not found\n", now, false);
       return;
     }
-    queue(fmt::format("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{}\r\n",
-                      st.st_size, close_after_ ? "Connection: close\r\n" : ""));
+    queue(fmt::format(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n{}\r\n",
+        st.st_size, close_after_ ? "Connection: close\r\n" : ""));
     if (head_only) {
       ::close(fd);
     } else {
@@ -261,8 +267,8 @@ class HttpConnection {
 
   void respond(int code, std::string_view reason, std::string_view body, link::Nanos now, bool close_after) {
     close_after_ = close_after_ || close_after;
-    queue(fmt::format("HTTP/1.1 {} {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{}\r\n{}", code, reason,
-                      body.size(), close_after_ ? "Connection: close\r\n" : "", body));
+    queue(fmt::format("HTTP/1.1 {} {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{}\r\n{}", code,
+                      reason, body.size(), close_after_ ? "Connection: close\r\n" : "", body));
     state_ = State::kSend;
     (void)send_pending(now);
   }
@@ -360,7 +366,8 @@ int run_server(const ServerOptions& opt) {
                                       : link::Nanos::max();
   std::vector<std::unique_ptr<HttpConnection>> conns;
   std::uint64_t responses = 0, accepted = 0;
-  while (!g_stop.load() && ToolStack::now() < end && (opt.max_requests == 0 || responses < opt.max_requests)) {
+  while (!g_stop.load() && ToolStack::now() < end &&
+         (opt.max_requests == 0 || responses < opt.max_requests)) {
     (*stack)->poll();
     const auto now = ToolStack::now();
     bool busy = false;
@@ -412,7 +419,8 @@ int run_get(const GetOptions& opt) {
     port = static_cast<std::uint16_t>(p.value_or(0));
   }
   if (!addr) {
-    fmt::print(stderr, "usnet http-get: {}: expected http://ADDR[:PORT]/PATH with an IPv4 address\n", opt.url);
+    fmt::print(stderr, "usnet http-get: {}: expected http://ADDR[:PORT]/PATH with an IPv4 address\n",
+               opt.url);
     return 2;
   }
   auto stack = ToolStack::open(opt.stack);
@@ -430,14 +438,16 @@ int run_get(const GetOptions& opt) {
   }
   install_stop_signals();
   const auto start = ToolStack::now();
-  const auto end = start + std::chrono::duration_cast<link::Nanos>(std::chrono::duration<double>(opt.timeout_s));
+  const auto end =
+      start + std::chrono::duration_cast<link::Nanos>(std::chrono::duration<double>(opt.timeout_s));
   auto stream = (*stack)->tcp().connect({*addr, port}, start);
   if (!stream) {
-    fmt::print(stderr, "usnet http-get: connect {}:{}: {}\n", addr->to_string(), port, stream.error().message());
+    fmt::print(stderr, "usnet http-get: connect {}:{}: {}\n", addr->to_string(), port,
+               stream.error().message());
     return 2;
   }
-  const std::string request =
-      fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: usnet\r\nConnection: close\r\n\r\n", path, hostport);
+  const std::string request = fmt::format(
+      "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: usnet\r\nConnection: close\r\n\r\n", path, hostport);
   std::size_t sent = 0;
   std::string head;
   bool in_body = false;
@@ -480,7 +490,8 @@ int run_get(const GetOptions& opt) {
       data = bytes_of(body_start);
       sha.update(data);
       got += data.size();
-      if (out_fd >= 0 && !data.empty() && ::write(out_fd, data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+      if (out_fd >= 0 && !data.empty() &&
+          ::write(out_fd, data.data(), data.size()) != static_cast<ssize_t>(data.size()))
         write_failed = true;
     } else {
       sha.update(data);
@@ -507,8 +518,9 @@ int run_get(const GetOptions& opt) {
 
 void add_http(CLI::App& app, std::function<int()>& run) {
   auto server = std::make_shared<ServerOptions>();
-  auto* s = app.add_subcommand("http-server",
-                               "Serve files over HTTP/1.1 on usnet TCP (GET, HEAD; PUT/POST answer the body's SHA-256)");
+  auto* s = app.add_subcommand(
+      "http-server",
+      "Serve files over HTTP/1.1 on usnet TCP (GET, HEAD; PUT/POST answer the body's SHA-256)");
   add_stack_options(s, server->stack);
   s->add_option("-p,--port", server->port, "TCP port")->check(CLI::Range(1, 65535))->capture_default_str();
   s->add_option("--root", server->root, "Directory whose files are served")->capture_default_str();

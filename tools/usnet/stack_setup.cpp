@@ -2,8 +2,8 @@
 
 #include <fmt/core.h>
 #include <poll.h>
-#include <sys/random.h>
 #include <signal.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <charconv>
@@ -31,10 +31,10 @@ void install_stop_signals() {
 }
 
 void add_stack_options(CLI::App* cmd, StackOptions& opt) {
-  cmd->add_option(
-         "-l,--link", opt.link,
-         "Link URI: tap:NAME, af_packet:IFNAME, af_xdp:IFNAME[?queue=N&mode=zc|copy&busy_poll=US&steer=served|all], "
-         "memif:/path.sock[?role=server|client]")
+  cmd->add_option("-l,--link", opt.link,
+                  "Link URI: tap:NAME, af_packet:IFNAME, "
+                  "af_xdp:IFNAME[?queue=N&mode=zc|copy&busy_poll=US&steer=served|all], "
+                  "memif:/path.sock[?role=server|client]")
       ->required();
   cmd->add_option("-a,--addr", opt.addr, "usnet's IPv4 address and prefix length")->capture_default_str();
   cmd->add_option("-g,--gateway", opt.gateway, "Default gateway (on a connected network)");
@@ -53,6 +53,7 @@ void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   g->add_option("--fault-reorder", opt.fault_reorder, "Probability a received frame is swapped with the next")
       ->check(CLI::Range(0.0, 1.0));
   g->add_option("--fault-seed", opt.fault_seed, "Seed of the fault generator")->capture_default_str();
+  g->add_flag("--fault-tx", opt.fault_tx, "Apply the same faults to transmitted frames too (seed + 1)");
 }
 
 std::optional<net::InterfaceAddress> parse_cidr(const std::string& s) {
@@ -96,8 +97,9 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
   s->link_ = std::move(*link);
   if (auto* xdp = dynamic_cast<link::AfXdpLink*>(s->link_.get())) {
     s->xdp_ = xdp;
-    fmt::print("af_xdp: {} mode, XDP program attached in {} mode{}\n", xdp->zero_copy() ? "zero-copy" : "copy",
-               xdp->xdp_mode(), xdp->shares_xdp_hook() ? " through libxdp's dispatcher" : " alone");
+    fmt::print("af_xdp: {} mode, XDP program attached in {} mode{}\n",
+               xdp->zero_copy() ? "zero-copy" : "copy", xdp->xdp_mode(),
+               xdp->shares_xdp_hook() ? " through libxdp's dispatcher" : " alone");
   }
   if (!opt.pcap.empty()) {
     // pcap wants wall-clock times; the stack runs on the monotonic clock.
@@ -115,8 +117,12 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
     rx.duplicate = opt.fault_duplicate;
     rx.reorder = opt.fault_reorder;
     rx.seed = opt.fault_seed;
-    auto faults = std::make_unique<link::FaultInjector>(std::move(s->link_), *s->pool_, s->owner_, rx,
-                                                        link::FaultConfig{});
+    link::FaultConfig tx;
+    if (opt.fault_tx) {
+      tx = rx;
+      tx.seed = opt.fault_seed + 1;
+    }
+    auto faults = std::make_unique<link::FaultInjector>(std::move(s->link_), *s->pool_, s->owner_, rx, tx);
     s->faults_ = faults.get();
     fmt::print("fault injection: {}\n", faults->describe());
     s->link_ = std::move(faults);
@@ -180,15 +186,18 @@ std::string ToolStack::format_counters() const {
   if (tcp_) out += tcp_->format_counters();
   if (xdp_ != nullptr) {
     const auto c = xdp_->steer_counters();
-    out += fmt::format("Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n", c.redirected,
-                       c.passed);
+    out += fmt::format("Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n",
+                       c.redirected, c.passed);
   }
   if (faults_ != nullptr) {
-    const auto& f = faults_->rx_faults();
-    out += fmt::format(
-        "Faults (receive):\n    {} frames in\n    {} dropped\n    {} corrupted\n    {} duplicated\n"
-        "    {} reordered\n",
-        f.frames_in, f.dropped, f.corrupted, f.duplicated, f.reordered);
+    for (const bool rx : {true, false}) {
+      const auto& f = rx ? faults_->rx_faults() : faults_->tx_faults();
+      if (!rx && f.frames_in == f.frames_out) continue;  // no transmit faults configured
+      out += fmt::format(
+          "Faults ({}):\n    {} frames in\n    {} dropped\n    {} corrupted\n    {} duplicated\n"
+          "    {} reordered\n",
+          rx ? "receive" : "transmit", f.frames_in, f.dropped, f.corrupted, f.duplicated, f.reordered);
+    }
   }
   return out;
 }

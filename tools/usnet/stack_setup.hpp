@@ -34,6 +34,7 @@ struct StackOptions {
   // Faults injected on receive (seeded, so a run can be replayed).
   double fault_drop = 0, fault_corrupt = 0, fault_duplicate = 0, fault_reorder = 0;
   std::uint64_t fault_seed = 1;
+  bool fault_tx = false;  // the same faults on transmitted frames too (seed + 1)
 };
 
 void add_stack_options(CLI::App* cmd, StackOptions& opt);
