@@ -25,8 +25,8 @@
 // Under callgrind, the in-memory benchmarks zero the counts before their
 // timed loop and dump them after it (valgrind/callgrind.h, when present),
 // so the dump ending in ".1" holds the timed loop alone:
-//   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
-//     tcp_rr_bench --benchmark_filter='InMemoryRR64/'
+//   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out
+//       tcp_rr_bench --benchmark_filter='InMemoryRR64/'
 //   callgrind_annotate --inclusive=yes /tmp/cg.out.1
 //
 // How each side waits, which is part of what is measured:
