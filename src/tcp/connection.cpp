@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <limits>
 #include <utility>
 
 namespace usnet::tcp {
@@ -214,7 +215,7 @@ void Connection::take_peer_options(const TcpRepr& syn) {
   } else {
     ts_on_ = false;
   }
-  sack_on_ = config_.sack && o.sack_permitted;
+  sack_on_ = config_.sack && ooo_.has_value() && o.sack_permitted;
   std::uint16_t mss = o.mss.value_or(536);
   mss = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
   // RFC 9293 3.7.1: the options every segment carries come out of the MSS
@@ -511,6 +512,12 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     return false;
   }
   const std::uint32_t window = std::uint32_t{seg.window} << snd_shift_;
+  // RFC 6675: with SACK, the scoreboard learns from every acceptable ACK.
+  const bool sack_mode = ensure_scoreboard();
+  if (sack_mode) {
+    const SackUpdateResult r = sb_->update(seg.ack, snd_max_, seg.options.sacks());
+    if (r.dsack) ++counters_.dsacks_received;
+  }
   if (seg.ack > snd_una_) {
     std::uint32_t acked = distance(snd_una_, seg.ack);
     if (snd_una_ == iss_) --acked;  // the SYN's sequence number
@@ -547,8 +554,13 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
       if (seg.ack >= recover_) {
         in_recovery_ = false;
         cc_->on_recovery_exit(flight_size(), now);
-      } else {
+      } else if (!sack_mode) {
         retransmit_head(now);  // RFC 6582 3.2 step 5: a partial ACK
+      } else if (sb_->range_count() == 0) {
+        // A partial ACK with nothing SACKed (the peer holds nothing above
+        // the hole): the next hole starts at SND.UNA; send it, as NewReno.
+        const NextSeg head = sb_->fast_retransmit();
+        if (head.kind != NextSegKind::None) send_range(head, now);
       }
     }
     // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart.
@@ -574,7 +586,9 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     // RFC 5681 2: a duplicate ACK.
     ++counters_.dup_acks;
     ++dup_acks_;
-    if (dup_acks_ == 3 && !in_recovery_ && snd_una_ > recover_) {
+    if (sack_mode) {
+      // RFC 6675: recovery starts below, from the scoreboard.
+    } else if (dup_acks_ == 3 && !in_recovery_ && snd_una_ > recover_) {
       // RFC 6582 3.2 steps 1-2: fast retransmit, then fast recovery.
       LossEvent ev;
       ev.flight_size = flight_size();
@@ -602,7 +616,82 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
       persist_backoff_ = 0;
     }
   }
+  if (sack_mode && state_ != State::kClosed) {
+    // RFC 6675 5: DupThresh duplicate ACKs, or the octet at SND.UNA deemed
+    // lost by the SACKed data above it, start a recovery (once per window:
+    // recovery_allowed() is false until SND.UNA passes the last one's point).
+    if (!in_recovery_ && snd_max_ != snd_una_ && sb_->recovery_allowed() &&
+        (dup_acks_ >= 3 || sb_->is_lost(snd_una_))) {
+      LossEvent ev;
+      ev.flight_size = flight_size();
+      ev.now = now;
+      ev.style = RecoveryStyle::kSack;
+      ev.snd_nxt = snd_max_;
+      cc_->enter_recovery(ev);
+      sb_->enter_recovery();
+      in_recovery_ = true;
+      recover_ = snd_max_;
+      ++counters_.fast_retransmits;
+      ++counters_.sack_recoveries;
+      const NextSeg first = sb_->fast_retransmit();
+      if (first.kind != NextSegKind::None) send_range(first, now);
+    }
+    if (in_recovery_) sack_send(now);
+  }
   return true;
+}
+
+bool Connection::ensure_scoreboard() {
+  if (!sack_on_) return false;
+  if (sb_) return true;
+  if (snd_una_ == iss_) return false;  // the SYN is not acknowledged yet
+  SackScoreboardConfig c;
+  c.max_ranges = config_.sack_max_ranges;
+  c.smss = snd_mss_;
+  auto sb = SackScoreboard::create(c, snd_una_);
+  if (!sb) return false;
+  sb_.emplace(std::move(*sb));
+  sb_->on_send(snd_max_);
+  return true;
+}
+
+void Connection::send_range(const NextSeg& ns, Nanos now) {
+  // A retransmission of [ns.seq, ns.seq + ns.len) of data already sent;
+  // the FIN goes with the last byte if it was sent.
+  const std::uint32_t off = distance(snd_una_, ns.seq);
+  if (off > send_.size()) return;
+  const std::size_t len = std::min<std::size_t>({ns.len, send_.size() - off, snd_mss_ - sack_option_len()});
+  const bool fin = fin_sent_ && off + len == send_.size();
+  if (len == 0 && !fin) return;
+  send_data(ns.seq, len, fin, now);
+  sb_->on_transmit(NextSeg{ns.kind, ns.seq, static_cast<std::uint32_t>(len)});
+}
+
+void Connection::sack_send(Nanos now) {
+  // RFC 6675 5 (C): while cwnd - pipe >= 1 SMSS, send what NextSeg names.
+  const std::size_t mss = snd_mss_ - sack_option_len();
+  for (int guard = 0; guard < 1024; ++guard) {
+    const std::uint64_t pipe = sb_->set_pipe();
+    if (cc_->cwnd() < pipe + mss) return;
+    const std::uint32_t sent = distance(snd_una_, snd_max_);
+    const std::size_t queued = send_.size();
+    const std::size_t unsent = sent < queued ? queued - sent : 0;
+    const bool window_ok = std::uint64_t{sent} + std::min(unsent, mss) <= snd_wnd_;
+    const bool can_new = unsent > 0 && window_ok && snd_nxt_ == snd_max_ && may_send(state_);
+    const NextSeg ns = sb_->next_seg(can_new);
+    if (ns.kind == NextSegKind::None) return;
+    if (ns.kind == NextSegKind::NewData) {
+      const std::size_t len = std::min(unsent, mss);
+      const bool fin = shut_wr_ && len == unsent;
+      send_data(snd_max_, len, fin, now);
+      snd_max_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
+      snd_nxt_ = snd_max_;
+      if (fin) fin_sent_ = true;
+      sb_->on_send(snd_max_);
+      continue;
+    }
+    send_range(ns, now);
+  }
 }
 
 void Connection::drain_ooo() {
@@ -675,7 +764,9 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   // In a SYN,ACK each option only if the peer's SYN had it (RFC 7323 1.3).
   const bool ws = config_.window_scaling && (!with_ack || rcv_shift_ > 0 || snd_shift_ > 0);
   if (ws) h.options.window_scale = with_ack ? rcv_shift_ : config_.window_shift;
-  h.options.sack_permitted = config_.sack && (!with_ack || sack_on_);
+  // SACK-permitted only when this side can send SACK blocks (it has an
+  // out-of-order queue); in a SYN,ACK only if the peer's SYN had it.
+  h.options.sack_permitted = config_.sack && ooo_.has_value() && (!with_ack || sack_on_);
   if (config_.timestamps && (!with_ack || ts_on_)) {
     h.options.timestamps = wire::TcpTimestamps{ts_now(now), with_ack ? ts_recent_ : 0};
   } else {
@@ -769,6 +860,18 @@ void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
 void Connection::output(Nanos now) {
   if (!may_send(state_)) return;
   for (int guard = 0; guard < 1024; ++guard) {
+    std::size_t hole_limit = std::numeric_limits<std::size_t>::max();
+    if (sb_ && snd_nxt_ < snd_max_) {
+      // Going back after a timeout: what the peer SACKed is not sent again
+      // (RFC 6675 5.1).
+      const SackBlock hole = sb_->next_unsacked(snd_nxt_);
+      if (hole.left == hole.right) {
+        snd_nxt_ = snd_max_;
+      } else {
+        if (snd_nxt_ < hole.left) snd_nxt_ = hole.left;
+        hole_limit = distance(snd_nxt_, hole.right);
+      }
+    }
     const std::uint32_t sent = distance(snd_una_, snd_nxt_);
     const std::size_t queued = send_.size();
     const bool fin_pending = shut_wr_ && snd_nxt_ <= snd_una_ + static_cast<std::uint32_t>(queued);
@@ -778,7 +881,7 @@ void Connection::output(Nanos now) {
     const std::uint32_t in_flight = distance(snd_una_, snd_nxt_);
     const std::uint64_t usable = wnd > in_flight ? wnd - in_flight : 0;
     const std::size_t mss = snd_mss_ - sack_option_len();
-    const std::size_t len = std::min<std::size_t>({left, mss, static_cast<std::size_t>(usable)});
+    const std::size_t len = std::min<std::size_t>({left, mss, static_cast<std::size_t>(usable), hole_limit});
     const bool fin = fin_pending && len == left;
     if (len == 0 && !fin) {
       // Zero window with data waiting and nothing in flight to bring an
@@ -806,7 +909,10 @@ void Connection::output(Nanos now) {
     }
     send_data(snd_nxt_, len, fin, now);
     snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
-    if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
+    if (snd_max_ < snd_nxt_) {
+      snd_max_ = snd_nxt_;
+      if (sb_) sb_->on_send(snd_max_);
+    }
     if (fin) {
       fin_sent_ = true;
       break;
@@ -910,6 +1016,7 @@ void Connection::on_rto(Nanos now) {
   ev.now = now;
   ev.first = retransmits_ == 1;
   cc_->on_rto(ev);
+  if (sb_) sb_->on_rto();
   in_recovery_ = false;
   recover_ = snd_max_;
   dup_acks_ = 0;

@@ -452,6 +452,62 @@ TEST(TcpConnection, OutOfOrderSegmentsAreHeldAndSackedUntilTheHoleIsFilled) {
   EXPECT_EQ(p.pool_in_use(), 0u);
 }
 
+TEST(TcpConnection, SackRecoveryRepairsSeveralHolesInOneWindowWithoutATimeout) {
+  // RFC 6675: three segments of one window lost; the scoreboard names the
+  // holes and only they are sent again, within the recovery.
+  Pair p(small_config(), small_config(), true);
+  p.handshake();
+  const Bytes warm = pattern(200000, 17);
+  ASSERT_EQ(transfer(p, p.a(), p.b(), warm), warm);
+  int seen = 0;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (!from_a || s.h.payload_len == 0) return true;
+    ++seen;
+    return seen != 2 && seen != 5 && seen != 9;
+  };
+  const Bytes data = pattern(30 * 1448, 18);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data, 1ms, 3000), data);
+  EXPECT_EQ(p.a().counters().sack_recoveries, 1u);
+  EXPECT_EQ(p.a().counters().timeouts, 0u);
+  // The three holes, plus at most RFC 6675's one rescue retransmission
+  // (NextSeg rule 4) per recovery; never the SACKed data.
+  EXPECT_GE(p.a().counters().retransmits, 3u);
+  EXPECT_LE(p.a().counters().retransmits, 4u);
+  EXPECT_GE(p.b().counters().ooo_queued, 3u);
+}
+
+TEST(TcpConnection, AfterATimeoutSackedDataIsNotSentAgain) {
+  // RFC 6675 5.1: everything but one segment reached the peer and was
+  // SACKed; the ACKs are lost until the timer fires; then only the hole
+  // goes again.
+  Pair p(small_config(), small_config(), true);
+  p.handshake();
+  const Bytes warm = pattern(100000, 19);
+  ASSERT_EQ(transfer(p, p.a(), p.b(), warm), warm);
+  int data_seen = 0;
+  bool drop_acks = true;
+  p.filter = [&](Segment& s, bool from_a) {
+    if (from_a && s.h.payload_len > 0 && ++data_seen == 1) return false;  // the hole
+    if (!from_a && drop_acks && s.h.options.sack_count > 0) {
+      // Let only the first SACK through, so the sender knows what the peer
+      // holds but sees too few duplicate ACKs to recover before the timer.
+      static int sacks = 0;
+      return ++sacks == 1;
+    }
+    return true;
+  };
+  const Bytes data = pattern(6 * 1448, 20);
+  ASSERT_EQ(p.a().send(data, p.now()).value(), data.size());
+  p.pump(100);
+  drop_acks = false;
+  const auto before = p.a().counters().retransmits;
+  p.advance(p.a().rto());
+  p.pump(100, 1ms);
+  EXPECT_EQ(p.a().counters().timeouts, 1u);
+  EXPECT_EQ(p.a().counters().retransmits - before, 1u) << "only the hole is sent again";
+  EXPECT_EQ(p.b().readable(), data.size() + 0u);
+}
+
 TEST(TcpConnection, Robustness11OutOfOrderQueueIsBounded) {
   ConnectionConfig c = small_config();
   c.ooo_max_segments = 32;

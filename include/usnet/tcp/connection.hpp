@@ -16,9 +16,9 @@
 // and is copied into the receive buffer once the hole before it is filled;
 // the ACKs meanwhile carry SACK blocks (RFC 2018) and D-SACK (RFC 2883) when
 // the peer allowed SACK. Without a pool, out-of-order data is dropped and
-// answered with a duplicate ACK. The sender still recovers with NewReno
-// (RFC 6582): SACK blocks the peer sends are not used yet (the RFC 6675
-// scoreboard, sack_scoreboard.hpp, is the next step).
+// answered with a duplicate ACK. With SACK the sender recovers by RFC 6675
+// (a scoreboard of what the peer SACKed: only the holes are sent again, as
+// the pipe allows; after a timeout too); without it by NewReno (RFC 6582).
 //
 // Segment arrival follows RFC 9293 3.10.7 step by step; the code names the
 // steps. Deviations, each a later RFC's rule:
@@ -52,6 +52,7 @@
 #include "usnet/tcp/byte_ring.hpp"
 #include "usnet/tcp/congestion.hpp"
 #include "usnet/tcp/ooo_queue.hpp"
+#include "usnet/tcp/sack_scoreboard.hpp"
 #include "usnet/util/expected.hpp"
 #include "usnet/wire/addr.hpp"
 #include "usnet/wire/seq.hpp"
@@ -107,9 +108,11 @@ struct ConnectionConfig {
   bool window_scaling = true;
   bool timestamps = true;
   bool sack = true;  // offer SACK-permitted and send SACK blocks (RFC 2018)
-  // Out-of-order segments held (pool buffers pinned); their bytes are
-  // bounded by recv_buffer (ROBUSTNESS 11).
+                     // Out-of-order segments held (pool buffers pinned); their bytes are
+                     // bounded by recv_buffer (ROBUSTNESS 11).
   std::uint32_t ooo_max_segments = 256;
+  // SACKed ranges the sender's scoreboard keeps (ROBUSTNESS 10).
+  std::uint32_t sack_max_ranges = 64;
   std::uint8_t window_shift = 7;           // the shift we announce (RFC 7323 2.2), <= 14
   std::uint32_t challenge_ack_limit = 10;  // per second, plus up to half again at random
   CongestionAlgorithm congestion = kDefaultCongestionAlgorithm;
@@ -164,6 +167,8 @@ struct ConnectionCounters {
   std::uint64_t window_probes = 0;           // zero-window probes sent
   std::uint64_t delayed_acks = 0;            // ACKs sent by the delayed-ACK timer
   std::uint64_t ooo_queued = 0;              // segments kept in the out-of-order queue
+  std::uint64_t sack_recoveries = 0;         // RFC 6675 recoveries (also counted in fast_retransmits)
+  std::uint64_t dsacks_received = 0;         // D-SACK blocks the peer sent (RFC 2883)
   std::array<std::uint64_t, kSegmentDropCount> drops{};
   void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
   std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
@@ -259,6 +264,13 @@ class Connection {
   void drain_ooo();
   // Bytes the SACK option of the next segment takes (0 without blocks).
   std::size_t sack_option_len() const noexcept;
+  // RFC 6675 sender side: the scoreboard, made once the SYN is acknowledged
+  // on a connection with SACK; false without SACK.
+  bool ensure_scoreboard();
+  // Retransmits the range NextSeg named and records it.
+  void send_range(const NextSeg& ns, Nanos now);
+  // Sends during a SACK recovery while the pipe allows (RFC 6675 5 (C)).
+  void sack_send(Nanos now);
   bool acceptable(const wire::TcpRepr& seg, std::uint32_t seg_len) const noexcept;
   // Step five for an acceptable ACK; false if the segment is to be dropped.
   bool process_ack(const wire::TcpRepr& seg, Nanos now);
@@ -310,6 +322,7 @@ class Connection {
   bool ts_on_ = false;
   bool sack_on_ = false;
   std::optional<OooQueue> ooo_;
+  std::optional<SackScoreboard> sb_;
   mem::PacketPool* pool_ = nullptr;
   mem::OwnerId owner_;
   std::uint32_t ts_recent_ = 0;
