@@ -196,6 +196,32 @@ std::error_code Connection::accept_syn(const TcpRepr& syn, SeqNum iss, Nanos now
   return {};
 }
 
+std::error_code Connection::accept_cookie(const TcpRepr& ack, std::span<const std::byte> payload, SeqNum iss,
+                                          std::uint16_t mss, Nanos now, InboundBuffer* buffer) {
+  if (state_ != State::kClosed || !ack.flags.ack() || ack.flags.syn() || ack.flags.rst()) return err(EINVAL);
+  iss_ = iss;
+  snd_una_ = iss + 1;
+  snd_nxt_ = snd_una_;
+  snd_max_ = snd_una_;
+  recover_ = snd_una_;
+  irs_ = ack.seq - 1;
+  rcv_nxt_ = ack.seq;
+  // The window our SYN,ACK offered (unscaled, as sent in it).
+  rcv_adv_ = rcv_nxt_ + static_cast<std::uint32_t>(std::min<std::size_t>(recv_.free_space(), 0xffff));
+  snd_shift_ = rcv_shift_ = 0;
+  ts_on_ = false;
+  sack_on_ = false;
+  snd_mss_ = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
+  cc_->set_smss(snd_mss_);
+  snd_wnd_ = ack.window;
+  max_snd_wnd_ = snd_wnd_;
+  snd_wl1_ = ack.seq;
+  snd_wl2_ = ack.ack;
+  state_ = State::kEstablished;
+  on_segment_synchronized(ack, payload, now, buffer);
+  return {};
+}
+
 void Connection::take_peer_options(const TcpRepr& syn) {
   const auto& o = syn.options;
   // RFC 9293 3.7.1: 536 when the peer names none; never more than our own

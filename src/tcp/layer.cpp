@@ -49,6 +49,8 @@ std::string_view to_string(TcpDropReason r) noexcept {
       return "syn with every connection slot in use";
     case TcpDropReason::kResetLimited:
       return "reset withheld by the rate limit";
+    case TcpDropReason::kBadCookie:
+      return "ack to a listener with a bad syn cookie";
     case TcpDropReason::kCount:
       break;
   }
@@ -119,6 +121,12 @@ TcpLayer::TcpLayer(net::Interface& iface, mem::PacketPool& pool, mem::OwnerId ow
     for (std::size_t j = 0; j < 8; ++j) key.bytes[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
   }
   isn_ = IsnGenerator(key);
+  SipKey cookie_key;
+  for (std::size_t i = 0; i < cookie_key.bytes.size(); i += 8) {
+    const std::uint64_t v = mix(s);
+    for (std::size_t j = 0; j < 8; ++j) cookie_key.bytes[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
+  }
+  if (auto c = SynCookies::create({}, cookie_key)) cookies_.emplace(std::move(*c));
   rng_ = mix(s);
   slots_.reserve(config.max_connections);
   scratch_.resize(wire::TcpView::kMaxHeaderLen + 0xffff);
@@ -392,8 +400,17 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
   if (seg->flags.syn() && !seg->flags.ack() && !seg->flags.rst()) {
     if (const auto li = listeners_table_.lookup(t.local, t.local_port)) {
       Listener& l = listeners_[*li];
-      if (l.half_open + l.accept_queue.size() >= l.backlog) {
-        counters_.drop(TcpDropReason::kBacklogFull);
+      if (l.accept_queue.size() >= l.backlog) {
+        counters_.drop(TcpDropReason::kBacklogFull);  // the application is not accepting
+        return;
+      }
+      if (l.half_open >= l.backlog || live_ >= config_.max_connections) {
+        // Under a SYN flood: answer statelessly (ROBUSTNESS 14).
+        if (config_.syn_cookies && cookies_) {
+          send_cookie(d, *seg, now);
+        } else {
+          counters_.drop(TcpDropReason::kBacklogFull);
+        }
         return;
       }
       const Endpoints ep{d.ip.dst, seg->dst_port, d.ip.src, seg->src_port};
@@ -417,8 +434,74 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
       return;
     }
   }
+  // The third segment of a cookie exchange (RFC 4987 3.6).
+  if (seg->flags.ack() && !seg->flags.syn() && !seg->flags.rst() && config_.syn_cookies && cookies_) {
+    if (const auto li = listeners_table_.lookup(t.local, t.local_port)) {
+      if (accept_cookie(*li, d, *seg, payload, now)) return;
+    }
+  }
   counters_.drop(TcpDropReason::kNoConnection);
   if (!seg->flags.rst()) send_reset_for(d, *seg, now);
+}
+
+void TcpLayer::send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& syn, Nanos now) {
+  const TupleBytes tuple = TupleBytes::v4(d.ip.dst, syn.dst_port, d.ip.src, syn.src_port);
+  const auto cookie = cookies_->make(tuple, syn.seq, syn.options.mss.value_or(536), now);
+  wire::TcpRepr h;
+  h.src_port = syn.dst_port;
+  h.dst_port = syn.src_port;
+  h.seq = cookie.isn;
+  h.ack = syn.seq + 1;
+  h.flags = wire::TcpFlags{wire::TcpFlags::kSyn | wire::TcpFlags::kAck};
+  h.window = static_cast<std::uint16_t>(std::min<std::size_t>(config_.connection.recv_buffer, 0xffff));
+  // Only the MSS: the cookie cannot remember window scaling, timestamps or
+  // SACK, so none is offered.
+  h.options.mss = config_.connection.mss;
+  ++counters_.syn_cookies_sent;
+  send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, {}, now);
+}
+
+bool TcpLayer::accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wire::TcpRepr& seg,
+                             std::span<const std::byte> payload, Nanos now) {
+  const TupleBytes tuple = TupleBytes::v4(d.ip.dst, seg.dst_port, d.ip.src, seg.src_port);
+  const auto mss = cookies_->check(seg.ack - 1, tuple, seg.seq - 1, now);
+  if (!mss) {
+    counters_.drop(TcpDropReason::kBadCookie);
+    return false;  // answered with a reset like any stray ACK
+  }
+  Listener& l = listeners_[li];
+  if (l.accept_queue.size() >= l.backlog) {
+    counters_.drop(TcpDropReason::kBacklogFull);
+    return true;  // dropped: the client retransmits its ACK or data
+  }
+  const Endpoints ep{d.ip.dst, seg.dst_port, d.ip.src, seg.src_port};
+  const auto i = new_slot(ep, now);
+  if (!i) {
+    counters_.drop(TcpDropReason::kNoSlot);
+    return true;
+  }
+  Slot& s = slots_[*i];
+  if (!table_.insert(s.key, *i)) {
+    free_slot(*i);
+    counters_.drop(TcpDropReason::kNoSlot);
+    return true;
+  }
+  s.in_table = true;
+  s.listener = static_cast<std::int32_t>(li);
+  ++l.half_open;  // settle() moves it to the accept queue
+  ++counters_.passive_opens;
+  ++counters_.syn_cookies_accepted;
+  std::optional<link::Frame> frame;
+  Connection::InboundBuffer in;
+  if (!payload.empty()) frame = d.take_frame();
+  if (frame) {
+    in.buffer = frame->buffer;
+    in.payload_offset = static_cast<std::uint16_t>(payload.data() - pool_->buffer(frame->buffer).data());
+  }
+  (void)s.conn->accept_cookie(seg, payload, seg.ack - 1, *mss, now, frame ? &in : nullptr);
+  if (frame && !in.taken) (void)pool_->free(owner_, frame->buffer);
+  settle(*i, now);
+  return true;
 }
 
 void TcpLayer::send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now) {
@@ -571,6 +654,8 @@ std::string TcpLayer::format_counters(bool all) const {
   line(c.resets_sent, "resets sent for segments nobody owns");
   line(c.connections_freed, "connections freed");
   line(c.icmp_errors, "icmp errors received");
+  line(c.syn_cookies_sent, "syn cookies sent");
+  line(c.syn_cookies_accepted, "connections made from syn cookies");
   line(c.tx_errors, "segments the interface refused");
   for (std::size_t r = 0; r < kTcpDropReasonCount; ++r) {
     if (all || c.drops[r] != 0)

@@ -140,7 +140,9 @@ TEST(TcpLayer, ClosedPortAnswersWithResetAndConnectIsRefused) {
 }
 
 TEST(TcpLayer, BacklogBoundsHalfOpenAndUnacceptedConnections) {
-  Net n;
+  TcpConfig cb = config(22);
+  cb.syn_cookies = false;  // SYNs beyond the backlog are dropped, not answered
+  Net n(config(11), cb);
   auto listener = n.tb->listen({{}, 80}, 2);
   ASSERT_TRUE(listener);
   std::vector<TcpStream> clients;
@@ -155,6 +157,80 @@ TEST(TcpLayer, BacklogBoundsHalfOpenAndUnacceptedConnections) {
   n.run(3s, 10ms);
   EXPECT_EQ(listener->pending(), 2u);
   for (auto& c : clients) EXPECT_EQ(c.connection().state(), State::kEstablished);
+}
+
+// A SYN for B's listener from `src`:`port`, as an attacker would forge it.
+std::vector<std::byte> forged_syn(wire::Ipv4Addr src, std::uint16_t port, std::uint32_t isn) {
+  wire::TcpRepr syn;
+  syn.src_port = port;
+  syn.dst_port = 80;
+  syn.seq = SeqNum(isn);
+  syn.flags = wire::TcpFlags{wire::TcpFlags::kSyn};
+  syn.window = 1024;
+  syn.options.mss = 1460;
+  std::vector<std::byte> seg(syn.buffer_len());
+  EXPECT_TRUE(syn.emit(seg, wire::PseudoHeader::v4(src, kOurIp)));
+  net::test::IpParams ip;
+  ip.src = src;
+  ip.protocol = 6;
+  return net::test::ip_frame(ip, seg);
+}
+
+TEST(TcpLayer, Robustness14SynFloodDoesNotKeepALegitimateClientOut) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80}, 16);
+  ASSERT_TRUE(listener);
+  std::mt19937 rng(5);
+  auto flood = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      const auto src = wire::Ipv4Addr::from_octets(198, 18, 0, static_cast<std::uint8_t>(100 + rng() % 100));
+      (void)n.b.link.inject_rx(forged_syn(src, static_cast<std::uint16_t>(1024 + rng() % 60000), rng()));
+      if (i % 50 == 49) n.step();
+    }
+  };
+  flood(5000);
+  // A legitimate client during the flood.
+  auto client = n.ta->connect({kOurIp, 80}, n.now());
+  ASSERT_TRUE(client);
+  flood(5000);
+  for (int i = 0; i < 200 && client->connection().state() != State::kEstablished; ++i) n.step();
+  ASSERT_EQ(client->connection().state(), State::kEstablished);
+  std::optional<TcpStream> server;
+  for (int i = 0; i < 100 && !server; ++i) {
+    n.step();
+    server = listener->accept();
+  }
+  ASSERT_TRUE(server);
+  const Bytes data = pattern(100000, 9);
+  EXPECT_EQ(transfer(n, *client, *server, data), data);
+  // The flood was answered statelessly: B holds no more connections than
+  // its backlog of half-open ones plus the real one.
+  EXPECT_GT(n.tb->counters().syn_cookies_sent, 9000u);
+  EXPECT_EQ(n.tb->counters().syn_cookies_accepted, 1u);
+  EXPECT_LE(n.tb->connection_count(), 16u + 1u);
+  // The client's connection came from a cookie: no options beyond the MSS.
+  EXPECT_FALSE(client->connection().timestamps_on());
+}
+
+TEST(TcpLayer, ForgedCookieAckIsRefused) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80}, 1);
+  wire::TcpRepr ack;
+  ack.src_port = 5555;
+  ack.dst_port = 80;
+  ack.seq = SeqNum(1000);
+  ack.ack = SeqNum(123456789);
+  ack.flags = wire::TcpFlags{wire::TcpFlags::kAck};
+  std::vector<std::byte> seg(ack.buffer_len());
+  ASSERT_TRUE(ack.emit(seg, wire::PseudoHeader::v4(kPeerIp, kOurIp)));
+  net::test::IpParams ip;
+  ip.protocol = 6;
+  (void)n.b.link.inject_rx(net::test::ip_frame(ip, seg));
+  n.step();
+  EXPECT_EQ(n.tb->counters().dropped(TcpDropReason::kBadCookie), 1u);
+  EXPECT_EQ(n.tb->connection_count(), 0u);
+  EXPECT_EQ(listener->pending(), 0u);
+  EXPECT_EQ(n.tb->counters().resets_sent, 1u);
 }
 
 TEST(TcpLayer, ClosingTheListenerResetsUnacceptedConnections) {

@@ -184,12 +184,6 @@ class Connection {
       const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
       mem::PacketPool* pool = nullptr, mem::OwnerId owner = {});
 
-  // Active open (RFC 9293 3.10.1): sends the SYN; SYN-SENT. EISCONN unless CLOSED.
-  std::error_code connect(SeqNum iss, Nanos now);
-  // Passive open: the layer found `syn` for a listener and made this
-  // connection for it: SYN-RECEIVED, the SYN,ACK sent (RFC 9293 3.10.7.2).
-  std::error_code accept_syn(const wire::TcpRepr& syn, SeqNum iss, Nanos now);
-
   // The pool buffer a segment's payload is in, offered to the connection:
   // it sets `taken` when it keeps the buffer (an out-of-order segment);
   // otherwise the caller still owns and frees it.
@@ -198,6 +192,20 @@ class Connection {
     std::uint16_t payload_offset = 0;  // where the payload starts in the buffer
     bool taken = false;
   };
+
+  // Active open (RFC 9293 3.10.1): sends the SYN; SYN-SENT. EISCONN unless CLOSED.
+  std::error_code connect(SeqNum iss, Nanos now);
+  // Passive open: the layer found `syn` for a listener and made this
+  // connection for it: SYN-RECEIVED, the SYN,ACK sent (RFC 9293 3.10.7.2).
+  std::error_code accept_syn(const wire::TcpRepr& syn, SeqNum iss, Nanos now);
+  // Passive open completed by a SYN cookie (RFC 4987 3.6): the layer
+  // answered the SYN statelessly with ISN `iss` and has now checked the
+  // cookie in `ack`, the third segment: ESTABLISHED at once, with the MSS the
+  // cookie carried and no window scaling, timestamps or SACK (the cookie
+  // does not remember them). Then `ack` is processed like any segment.
+  std::error_code accept_cookie(const wire::TcpRepr& ack, std::span<const std::byte> payload, SeqNum iss,
+                                std::uint16_t mss, Nanos now, InboundBuffer* buffer = nullptr);
+
   // A segment for this connection (checksum verified). RFC 9293 3.10.7.
   void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
                   InboundBuffer* buffer = nullptr);

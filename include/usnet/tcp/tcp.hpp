@@ -66,6 +66,11 @@ struct TcpConfig {
   std::uint16_t ephemeral_max = 65535;
   // Resets sent for segments nobody owns, per second (and burst).
   std::uint32_t reset_rate = 1000;
+  // SYN cookies (RFC 4987 3.6): when a listener's half-open connections
+  // reach its backlog, further SYNs are answered statelessly and the
+  // connection is made when the cookie comes back, so a SYN flood cannot
+  // keep legitimate clients out (ROBUSTNESS 14). Off: such SYNs are dropped.
+  bool syn_cookies = true;
   // Random: the secret of initial sequence numbers (RFC 6528), the hash
   // keys, the ephemeral port start and each connection's randomness. The
   // core reads no randomness: the caller passes a random value (from
@@ -82,6 +87,7 @@ enum class TcpDropReason : std::uint8_t {
   kBacklogFull,   // a SYN beyond the listener's half-open bound
   kNoSlot,        // a SYN when max_connections are open
   kResetLimited,  // a reset that the rate limit withheld
+  kBadCookie,     // an ACK for a listener whose cookie did not check out (a reset is sent)
   kCount
 };
 inline constexpr std::size_t kTcpDropReasonCount = static_cast<std::size_t>(TcpDropReason::kCount);
@@ -95,8 +101,10 @@ struct TcpCounters {
   std::uint64_t accepted = 0;       // handed to the application by accept()
   std::uint64_t resets_sent = 0;    // for segments nobody owns
   std::uint64_t connections_freed = 0;
-  std::uint64_t icmp_errors = 0;  // ICMP errors about our segments
-  std::uint64_t tx_errors = 0;    // Interface::send refused a segment
+  std::uint64_t icmp_errors = 0;           // ICMP errors about our segments
+  std::uint64_t syn_cookies_sent = 0;      // SYN,ACKs answered statelessly
+  std::uint64_t syn_cookies_accepted = 0;  // connections made from a returning cookie
+  std::uint64_t tx_errors = 0;             // Interface::send refused a segment
   std::array<std::uint64_t, kTcpDropReasonCount> drops{};
   void drop(TcpDropReason r) noexcept { ++drops[static_cast<std::size_t>(r)]; }
   std::uint64_t dropped(TcpDropReason r) const noexcept { return drops[static_cast<std::size_t>(r)]; }
@@ -232,6 +240,11 @@ class TcpLayer : private SegmentSink {
   void send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
                     std::span<const std::byte> b, Nanos now) override;
   void send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now);
+  void send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& syn, Nanos now);
+  // The ACK of a cookie exchange for listener `li`: a connection if the
+  // cookie checks out. True if the segment was handled.
+  bool accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wire::TcpRepr& seg,
+                     std::span<const std::byte> payload, Nanos now);
 
   std::optional<std::uint32_t> new_slot(const Endpoints& ep, Nanos now);
   // After anything happened to a connection: accept queue, table, timer, reaping.
@@ -255,6 +268,7 @@ class TcpLayer : private SegmentSink {
   TimerWheel wheel_;
   net::TokenBucket resets_;
   IsnGenerator isn_{SipKey{}};  // RFC 6528, keyed from the seed
+  std::optional<SynCookies> cookies_;
   std::vector<Slot> slots_;
   std::vector<std::uint32_t> free_slots_;
   std::vector<Listener> listeners_;
