@@ -957,6 +957,32 @@ void Connection::retransmit_head(Nanos now) {
   send_data(snd_una_, len, fin, now);
 }
 
+bool Connection::on_path_mtu(std::uint32_t mtu, SeqNum quoted_seq, Nanos now) {
+  // RFC 5927 4.1: only about data in flight.
+  if (!(snd_una_ <= quoted_seq && quoted_seq < snd_max_)) {
+    ++counters_.pmtu_ignored;
+    return false;
+  }
+  // RFC 1191 / RFC 8201 floor of 68; the MSS below our configured minimum
+  // is not taken (a forged tiny MTU cannot make us send tiny segments).
+  const std::uint32_t headers = 20 + 20 + (ts_on_ ? 12u : 0u);
+  const std::uint32_t mss = mtu > headers ? mtu - headers : 0;
+  const auto new_mss = static_cast<std::uint16_t>(std::max<std::uint32_t>(mss, config_.min_mss));
+  if (new_mss >= snd_mss_) {
+    ++counters_.pmtu_ignored;
+    return false;
+  }
+  ++counters_.pmtu_updates;
+  snd_mss_ = new_mss;
+  cc_->set_smss(snd_mss_);
+  if (sb_) sb_->set_smss(snd_mss_);
+  // RFC 1191 6.4: what was too big is sent again, now in smaller segments.
+  snd_nxt_ = snd_una_;
+  rtt_timing_ = false;
+  output(now);
+  return true;
+}
+
 // ---------------------------------------------------------------------------
 // Timers
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "usnet/tcp/tcp.hpp"
+#include "usnet/util/bytes.hpp"
 #include "usnet/util/counter_text.hpp"
 #include "usnet/wire/udp.hpp"
 
@@ -541,6 +542,14 @@ void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
   // needed) are hard; frag needed is path MTU (not handled yet).
   if (c.state() == State::kSynSent && e.type == 3 && (e.code == 2 || e.code == 3)) {
     c.abort(now);
+    settle(*i, now);
+    return;
+  }
+  if (e.type == 3 && e.code == 4 && e.mtu >= 68 && e.quoted_payload.size() >= 8) {
+    // RFC 1191: fragmentation needed and DF set. The quoted TCP header's
+    // sequence number (bytes 4-7) lets the connection check it (RFC 5927).
+    const SeqNum quoted(load_be32(e.quoted_payload.data() + 4));
+    (void)c.on_path_mtu(e.mtu, quoted, now);
     settle(*i, now);
   }
 }

@@ -526,6 +526,44 @@ TEST(TcpConnection, Robustness11OutOfOrderQueueIsBounded) {
   EXPECT_EQ(p.a().readable(), 0u);
 }
 
+TEST(TcpConnection, Robustness12PathMtuOnlyFromMessagesQuotingDataInFlight) {
+  Pair p;
+  p.handshake();
+  const Bytes data = pattern(20 * 1448, 21);
+  p.filter = [](Segment&, bool) { return false; };  // nothing arrives: all stays in flight
+  ASSERT_TRUE(p.a().send(data, p.now()));
+  p.pump();
+  ASSERT_GT(distance(p.a().snd_una(), p.a().snd_nxt()), 2000u);
+  const std::uint16_t before = p.a().peer_mss();
+  // RFC 5927: a sequence number outside [SND.UNA, SND.NXT) is ignored.
+  EXPECT_FALSE(p.a().on_path_mtu(1280, p.a().snd_nxt() + 100, p.now()));
+  EXPECT_FALSE(p.a().on_path_mtu(1280, p.a().snd_una() - 1, p.now()));
+  EXPECT_EQ(p.a().peer_mss(), before);
+  // An MTU that does not shrink anything is ignored too.
+  EXPECT_FALSE(p.a().on_path_mtu(9000, p.a().snd_una(), p.now()));
+  // A real one: the segment size drops and the data goes again in smaller
+  // segments.
+  p.filter = nullptr;
+  EXPECT_TRUE(p.a().on_path_mtu(1280, p.a().snd_una() + 10, p.now()));
+  EXPECT_EQ(p.a().peer_mss(), 1280 - 40 - 12);
+  for (const auto& s : p.sink_a().out) EXPECT_LE(s.h.payload_len, 1280u - 40u - 12u);
+  EXPECT_EQ(p.a().counters().pmtu_updates, 1u);
+  EXPECT_EQ(p.a().counters().pmtu_ignored, 3u);
+  // A forged tiny MTU cannot push the segment size below min_mss.
+  EXPECT_TRUE(p.a().on_path_mtu(68, p.a().snd_una(), p.now()));
+  EXPECT_EQ(p.a().peer_mss(), 88);
+  Bytes got;
+  std::array<std::byte, 8192> buf{};
+  for (int i = 0; i < 20000 && got.size() < data.size(); ++i) {
+    p.pump(100);
+    auto r = p.b().receive(buf, p.now());
+    ASSERT_TRUE(r);
+    got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    p.advance(1ms);
+  }
+  EXPECT_EQ(got, data);
+}
+
 // --- Closing -----------------------------------------------------------------
 
 TEST(TcpConnection, ActiveCloseGoesThroughTimeWait) {

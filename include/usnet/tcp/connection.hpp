@@ -167,6 +167,8 @@ struct ConnectionCounters {
   std::uint64_t window_probes = 0;           // zero-window probes sent
   std::uint64_t delayed_acks = 0;            // ACKs sent by the delayed-ACK timer
   std::uint64_t ooo_queued = 0;              // segments kept in the out-of-order queue
+  std::uint64_t pmtu_updates = 0;            // segment size lowered by "fragmentation needed"
+  std::uint64_t pmtu_ignored = 0;            // such messages ignored (sequence not ours, MTU not lower)
   std::uint64_t sack_recoveries = 0;         // RFC 6675 recoveries (also counted in fast_retransmits)
   std::uint64_t dsacks_received = 0;         // D-SACK blocks the peer sent (RFC 2883)
   std::array<std::uint64_t, kSegmentDropCount> drops{};
@@ -209,6 +211,13 @@ class Connection {
   // A segment for this connection (checksum verified). RFC 9293 3.10.7.
   void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
                   InboundBuffer* buffer = nullptr);
+  // ICMP "fragmentation needed" (RFC 1191) naming next-hop MTU `mtu`, about
+  // a segment of ours whose sequence number the ICMP message quotes. Taken
+  // only if that number is in [SND.UNA, SND.NXT) (RFC 5927 4.1: an attacker
+  // off the path cannot know it) and the MTU shrinks the segment size; then
+  // the unacknowledged data is sent again in smaller segments. Returns
+  // whether it was taken.
+  bool on_path_mtu(std::uint32_t mtu, SeqNum quoted_seq, Nanos now);
   // Runs the timers due at `now` (retransmission, persist, delayed ACK,
   // TIME-WAIT).
   void on_timer(Nanos now);
