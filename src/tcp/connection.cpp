@@ -378,6 +378,10 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
     len = 0;
   }
 
+  // Anything acceptable from the peer shows it alive.
+  keepalive_sent_ = 0;
+  arm_keepalive(now);
+
   // RFC 7323 5.3 R3: TS.Recent from a segment that covers Last.ACK.sent.
   if (ts_on_ && seg.options.timestamps && seg.seq <= rcv_nxt_ &&
       !ts_before(seg.options.timestamps->tsval, ts_recent_)) {
@@ -987,7 +991,8 @@ bool Connection::on_path_mtu(std::uint32_t mtu, SeqNum quoted_seq, Nanos now) {
 // Timers
 
 Nanos Connection::next_deadline() const noexcept {
-  return std::min({rto_deadline_, persist_deadline_, delack_deadline_, time_wait_deadline_});
+  return std::min(
+      {rto_deadline_, persist_deadline_, delack_deadline_, time_wait_deadline_, keepalive_deadline_});
 }
 
 void Connection::update_rtt(Nanos r) noexcept {
@@ -1013,6 +1018,27 @@ void Connection::on_timer(Nanos now) {
   if (delack_deadline_ <= now) {
     ++counters_.delayed_acks;
     send_ack(now);
+  }
+  if (keepalive_deadline_ <= now) {
+    keepalive_deadline_ = Nanos::max();
+    if (config_.keepalive && (state_ == State::kEstablished || state_ == State::kCloseWait)) {
+      if (snd_una_ != snd_max_ || !send_.empty()) {
+        arm_keepalive(now);  // data outstanding: the retransmission timer watches the peer
+      } else if (keepalive_sent_ >= config_.keepalive_probes) {
+        set_closed(err(ETIMEDOUT));
+        return;
+      } else {
+        // RFC 1122 4.2.3.6: a segment with SEG.SEQ = SND.NXT - 1 and no
+        // data, which the peer must answer with an ACK.
+        ++keepalive_sent_;
+        ++counters_.keepalive_probes;
+        TcpRepr h = header(snd_nxt_ - 1, TcpFlags::kAck, now);
+        h.window = window_to_advertise();
+        ++counters_.segments_out;
+        sink_->send_segment(ep_, h, {}, {}, now);
+        keepalive_deadline_ = now + config_.keepalive_interval;
+      }
+    }
   }
   if (rto_deadline_ <= now) on_rto(now);
   if (persist_deadline_ <= now && state_ != State::kClosed) {
@@ -1155,8 +1181,26 @@ void Connection::abort(Nanos now) {
   set_closed({});
 }
 
+void Connection::arm_keepalive(Nanos now) noexcept {
+  keepalive_deadline_ = config_.keepalive && (state_ == State::kEstablished || state_ == State::kCloseWait)
+                            ? now + config_.keepalive_idle
+                            : Nanos::max();
+}
+
+void Connection::set_no_delay(bool on, Nanos now) {
+  config_.no_delay = on;
+  if (on) output(now);  // what Nagle held back goes now
+}
+
+void Connection::set_keepalive(bool on, Nanos now) {
+  config_.keepalive = on;
+  keepalive_sent_ = 0;
+  arm_keepalive(now);
+}
+
 void Connection::enter_time_wait(Nanos now) {
   state_ = State::kTimeWait;
+  keepalive_deadline_ = Nanos::max();
   rto_deadline_ = Nanos::max();
   persist_deadline_ = Nanos::max();
   delack_deadline_ = Nanos::max();
@@ -1168,6 +1212,7 @@ void Connection::enter_time_wait(Nanos now) {
 void Connection::set_closed(std::error_code error) {
   state_ = State::kClosed;
   if (error && !error_) error_ = error;
+  keepalive_deadline_ = Nanos::max();
   rto_deadline_ = Nanos::max();
   persist_deadline_ = Nanos::max();
   delack_deadline_ = Nanos::max();

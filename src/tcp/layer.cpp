@@ -745,6 +745,18 @@ void TcpStream::close(Nanos now) {
   std::exchange(layer_, nullptr)->release_stream(slot_, generation_);
 }
 
+void TcpStream::set_no_delay(bool on, Nanos now) {
+  if (layer_ == nullptr) return;
+  conn().set_no_delay(on, now);
+  layer_->settle(slot_, now);
+}
+
+void TcpStream::set_keepalive(bool on, Nanos now) {
+  if (layer_ == nullptr) return;
+  conn().set_keepalive(on, now);
+  layer_->settle(slot_, now);
+}
+
 void TcpStream::abort(Nanos now) {
   if (layer_ == nullptr) return;
   layer_->last_now_ = now;

@@ -564,6 +564,45 @@ TEST(TcpConnection, Robustness12PathMtuOnlyFromMessagesQuotingDataInFlight) {
   EXPECT_EQ(got, data);
 }
 
+TEST(TcpConnection, KeepAliveIsOffByDefaultThenProbesAndGivesUp) {
+  ConnectionConfig c = small_config();
+  c.keepalive_idle = 10s;
+  c.keepalive_interval = 1s;
+  c.keepalive_probes = 3;
+  Pair p(c, c);
+  p.handshake();
+  p.advance(1h);  // off by default (RFC 1122 4.2.3.6): nothing happens
+  EXPECT_EQ(p.a().counters().keepalive_probes, 0u);
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  p.a().set_keepalive(true, p.now());
+  // The peer answers: probes go on, the connection lives.
+  for (int i = 0; i < 60; ++i) {
+    p.advance(1s);
+    p.pump();
+  }
+  EXPECT_GE(p.a().counters().keepalive_probes, 4u);
+  EXPECT_EQ(p.a().state(), State::kEstablished);
+  // The peer goes silent: after 3 unanswered probes, ETIMEDOUT.
+  p.filter = [](Segment&, bool from_a) { return from_a; };
+  for (int i = 0; i < 30 && p.a().state() != State::kClosed; ++i) {
+    p.advance(1s);
+    p.pump();
+  }
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_EQ(p.a().error(), std::make_error_code(std::errc::timed_out));
+}
+
+TEST(TcpConnection, NoDelaySwitchedOnSendsWhatNagleHeld) {
+  Pair p;
+  p.handshake();
+  const std::byte one[1] = {std::byte{1}};
+  ASSERT_TRUE(p.a().send(one, p.now()));
+  ASSERT_TRUE(p.a().send(one, p.now()));
+  EXPECT_EQ(p.sink_a().out.size(), 1u);  // the second byte waits (Nagle)
+  p.a().set_no_delay(true, p.now());
+  EXPECT_EQ(p.sink_a().out.size(), 2u);
+}
+
 // --- Closing -----------------------------------------------------------------
 
 TEST(TcpConnection, ActiveCloseGoesThroughTimeWait) {

@@ -105,6 +105,14 @@ struct ConnectionConfig {
   // Linux: the peer's slow start is not held back by delayed ACKs).
   std::uint32_t quick_acks = 16;
   bool no_delay = false;  // disables Nagle (TCP_NODELAY)
+  // Keep-alive (RFC 1122 4.2.3.6: off by default; idle at least 2 hours):
+  // after keepalive_idle without a segment from the peer and with nothing
+  // outstanding, a probe every keepalive_interval; keepalive_probes
+  // unanswered ones end the connection with ETIMEDOUT.
+  bool keepalive = false;
+  Nanos keepalive_idle = std::chrono::hours(2);
+  Nanos keepalive_interval = std::chrono::seconds(75);
+  std::uint32_t keepalive_probes = 9;
   bool window_scaling = true;
   bool timestamps = true;
   bool sack = true;  // offer SACK-permitted and send SACK blocks (RFC 2018)
@@ -164,13 +172,14 @@ struct ConnectionCounters {
   std::uint64_t dup_acks = 0;
   std::uint64_t challenge_acks = 0;          // sent
   std::uint64_t challenge_acks_limited = 0;  // withheld by the rate limit
-  std::uint64_t window_probes = 0;           // zero-window probes sent
-  std::uint64_t delayed_acks = 0;            // ACKs sent by the delayed-ACK timer
-  std::uint64_t ooo_queued = 0;              // segments kept in the out-of-order queue
-  std::uint64_t pmtu_updates = 0;            // segment size lowered by "fragmentation needed"
-  std::uint64_t pmtu_ignored = 0;            // such messages ignored (sequence not ours, MTU not lower)
-  std::uint64_t sack_recoveries = 0;         // RFC 6675 recoveries (also counted in fast_retransmits)
-  std::uint64_t dsacks_received = 0;         // D-SACK blocks the peer sent (RFC 2883)
+  std::uint64_t window_probes = 0;
+  std::uint64_t keepalive_probes = 0;  // keep-alive probes sent           // zero-window probes sent
+  std::uint64_t delayed_acks = 0;      // ACKs sent by the delayed-ACK timer
+  std::uint64_t ooo_queued = 0;        // segments kept in the out-of-order queue
+  std::uint64_t pmtu_updates = 0;      // segment size lowered by "fragmentation needed"
+  std::uint64_t pmtu_ignored = 0;      // such messages ignored (sequence not ours, MTU not lower)
+  std::uint64_t sack_recoveries = 0;   // RFC 6675 recoveries (also counted in fast_retransmits)
+  std::uint64_t dsacks_received = 0;   // D-SACK blocks the peer sent (RFC 2883)
   std::array<std::uint64_t, kSegmentDropCount> drops{};
   void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
   std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
@@ -237,6 +246,10 @@ class Connection {
   void close(Nanos now);
   // Sends RST (when synchronized) and goes to CLOSED at once.
   void abort(Nanos now);
+
+  // Options that may change on an open connection.
+  void set_no_delay(bool on, Nanos now);
+  void set_keepalive(bool on, Nanos now);
 
   State state() const noexcept { return state_; }
   bool established() const noexcept;
@@ -376,6 +389,11 @@ class Connection {
   std::uint32_t quick_acks_left_ = 0;
 
   Nanos time_wait_deadline_ = Nanos::max();
+
+  // Keep-alive.
+  Nanos keepalive_deadline_ = Nanos::max();
+  std::uint32_t keepalive_sent_ = 0;
+  void arm_keepalive(Nanos now) noexcept;
 
   // Challenge ACK rate limit (RFC 5961 7).
   Nanos challenge_window_start_{0};

@@ -131,6 +131,12 @@ class TcpStream {
   // and lets go of the connection.
   void close(Nanos now);
   void abort(Nanos now);
+  // TCP_NODELAY and SO_KEEPALIVE. Buffer sizes and the keep-alive timing
+  // are the layer's TcpConfig::connection; SO_LINGER with a zero timeout
+  // is abort(); SO_REUSEADDR's effect is always on (a listener may bind a
+  // port with connections in TIME-WAIT; a 4-tuple in use is refused).
+  void set_no_delay(bool on, Nanos now);
+  void set_keepalive(bool on, Nanos now);
   // The connection (state, counters, error ...); valid while the handle is.
   const Connection& connection() const;
 
