@@ -39,7 +39,11 @@
 //     and marks it FrameFlag::kChecksumsVerified: it never crossed a wire.
 //     Frames the device verified (TP_STATUS_CSUM_VALID) are marked too.
 //   - A frame longer than a pool buffer or cut short by the ring is dropped
-//     (rx_too_long). When the pool refuses a buffer the frame stays in the
+//     (rx_too_long). AF_PACKET sees packets after GRO and, on a veth, as the
+//     sending kernel built them: with TSO/GSO on the peer (or GRO on the
+//     interface) TCP arrives in super-frames of up to 64 KiB that are
+//     dropped here, so turn those offloads off (ethtool -K PEER tso off gso
+//     off; ethtool -K IF gro off). AF_XDP does not have this problem. When the pool refuses a buffer the frame stays in the
 //     ring (the kernel drops new frames once every block is full),
 //     rx_no_buffer counts it and the burst stops.
 //   - Frames shorter than 60 bytes are padded with zeros on transmit.
