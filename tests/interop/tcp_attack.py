@@ -801,7 +801,7 @@ def sack_abuse(link, args):
     c.send_data(req)
     # Phase 1: receive and ACK normally for a while, so the congestion window
     # opens and usnet has many small segments in flight.
-    c.pump(10.0, until=lambda: len(c.rx) >= 16384 or c.rst)
+    c.pump(10.0, until=lambda: len(c.rx) >= args.sack_after or c.rst)
     hold = c.rcv_nxt  # from here on the cumulative ACK stays put
     store = {}  # seq -> payload, everything received beyond `hold`
     segs = []  # (start, end) of each distinct segment beyond `hold`, in arrival order
@@ -902,6 +902,7 @@ def main():
     p.add_argument("--legit-after", type=int, default=3000)
     p.add_argument("--legit-timeout", type=float, default=3.0)
     p.add_argument("--sack-acks", type=int, default=4000)
+    p.add_argument("--sack-after", type=int, default=49152, help="bytes received before the barrage")
     p.add_argument("--sack-seconds", type=float, default=20.0)
     p.add_argument("--finish-seconds", type=float, default=30.0)
     p.add_argument("--verbose", action="store_true")

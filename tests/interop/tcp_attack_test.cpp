@@ -149,7 +149,13 @@ class TcpAttack : public testing::Test {
     FAIL() << "usnet never answered ping: " << warm.output;
   }
   std::string server_pid() const { return sh("tr -d '\\n' < " + dir_ + "/pid").output; }
-  CmdResult server_report() { return server_.get(); }
+  // The server's output (counters) once it has stopped; printed too with
+  // USNET_ATTACK_VERBOSE set.
+  CmdResult server_report() {
+    auto r = server_.get();
+    if (std::getenv("USNET_ATTACK_VERBOSE") != nullptr) std::cout << r.output;
+    return r;
+  }
 
   // Runs one scenario of the script in the namespace.
   Observed attack(const std::string& scenario, const std::string& extra = "", int timeout_s = 30) const {
@@ -159,6 +165,7 @@ class TcpAttack : public testing::Test {
                              timeout_s);
     o.status = r.status;
     o.output = r.output;
+    if (std::getenv("USNET_ATTACK_VERBOSE") != nullptr) std::cout << r.output;
     if (r.status != 0) {
       // Is usnet still there? (Tells a deaf stack from a script error.)
       const bool answers = ns_->exec("ping -c 1 -W 1 198.18.0.1", 5).status == 0;
@@ -365,7 +372,7 @@ TEST_F(TcpAttack, SynFloodOfTenThousandLeavesRoomForALegitimateClient) {
 }
 
 // ROBUSTNESS 10 (CVE-2019-11477/11478/11479): MSS 48 in the SYN (usnet
-// raises it to its minimum), a 256 KiB download, and once 16 KiB are in,
+// raises it to its minimum), a 256 KiB download, and once 48 KiB are in,
 // 4,000 duplicate ACKs with 4 SACK blocks each (every other segment in
 // flight, so none touch; every 16th ACK with bogus blocks beyond SND.NXT,
 // below SND.UNA and inverted). usnet's resident memory and CPU time stay
@@ -380,7 +387,9 @@ TEST_F(TcpAttack, TinyMssAndSackBarrageStayBoundedInMemoryAndTime) {
   ASSERT_EQ(o.status, 0) << o.output << "usnet:\n" << s.output;
   EXPECT_EQ(o.str("body_ok"), "1") << o.output;
   EXPECT_EQ(o.str("sack_acks_sent"), "4000") << o.output;
-  EXPECT_GT(o.num("segments_held"), 100) << "too little in flight to cut up\n" << o.output;
+  EXPECT_GT(o.num("segments_held"), 300) << "too little in flight to cut up\n" << o.output;
+  // Most of the barrage reached usnet (the TAP queue may drop some).
+  EXPECT_GE(counter(s.output, "duplicate acks received"), 2000u) << s.output;
   EXPECT_LE(o.num("max_segment_payload"), 1460) << o.output;
   // Bounds: the pool is preallocated, so growth is pages of it touched
   // for the first time plus what the (sanitizer) allocator holds; time is
