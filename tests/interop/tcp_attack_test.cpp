@@ -2,17 +2,19 @@
 // peer namespace against live connections to `usnet http-server`, each
 // attack its own test that fails when usnet's behaviour is wrong.
 //
-// Setup per test: a veth pair into a new namespace (usnet owns the root
-// end through AF_PACKET, 198.18.0.1; the kernel has 198.18.0.2 inside),
-// files to serve, and `usnet http-server` bounded by --duration and
-// --max-requests (it prints its counters at exit). In the namespace,
-// tests/interop/tcp_attack.py (python3 with Debian's scapy) is the TCP
-// peer itself: it speaks from 198.18.0.3 and a MAC nobody in the
-// namespace owns, through an AF_PACKET socket on the namespace's end, so
-// the namespace's kernel never sees those segments as its own and sends
-// no resets for them (no firewall rule needed), and the script knows every
-// sequence number and timestamp. It prints what it observed as `key value`
-// lines; the checks are here, on those and on usnet's counters.
+// Setup per test: a new namespace with a TAP device (usnet runs in the
+// namespace on it, 198.18.0.1; the kernel has 198.18.0.2 on the TAP's other
+// side), or with USNET_ATTACK_LINK=af_packet a veth pair with usnet on the
+// root end through AF_PACKET; files to serve; and `usnet http-server`
+// bounded by --duration and --max-requests (it prints its counters at
+// exit). In the namespace, tests/interop/tcp_attack.py (python3 with
+// Debian's scapy) is the TCP peer itself: it speaks from 198.18.0.3 and a
+// MAC nobody in the namespace owns, through an AF_PACKET socket on the
+// namespace's interface, so the namespace's kernel never takes those
+// segments as its own and sends no resets for them (no firewall rule
+// needed), and the script knows every sequence number and timestamp. It
+// prints what it observed as `key value` lines; the checks are here, on
+// those and on usnet's counters.
 //
 // Network safety: everything happens inside the namespace each test
 // creates (deleted at the end, at exit and on signals), addresses only in
