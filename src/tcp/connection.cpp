@@ -685,16 +685,17 @@ bool Connection::ensure_scoreboard() {
   return true;
 }
 
-void Connection::send_range(const NextSeg& ns, Nanos now) {
+bool Connection::send_range(const NextSeg& ns, Nanos now) {
   // A retransmission of [ns.seq, ns.seq + ns.len) of data already sent;
   // the FIN goes with the last byte if it was sent.
   const std::uint32_t off = distance(snd_una_, ns.seq);
-  if (off > send_.size()) return;
+  if (off > send_.size()) return true;
   const std::size_t len = std::min<std::size_t>({ns.len, send_.size() - off, snd_mss_ - sack_option_len()});
   const bool fin = fin_sent_ && off + len == send_.size();
-  if (len == 0 && !fin) return;
-  send_data(ns.seq, len, fin, now);
+  if (len == 0 && !fin) return true;
+  if (!send_data(ns.seq, len, fin, now)) return false;
   sb_->on_transmit(NextSeg{ns.kind, ns.seq, static_cast<std::uint32_t>(len)});
+  return true;
 }
 
 void Connection::sack_send(Nanos now) {
@@ -713,14 +714,14 @@ void Connection::sack_send(Nanos now) {
     if (ns.kind == NextSegKind::NewData) {
       const std::size_t len = std::min(unsent, mss);
       const bool fin = shut_wr_ && len == unsent;
-      send_data(snd_max_, len, fin, now);
+      if (!send_data(snd_max_, len, fin, now)) return;
       snd_max_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
       snd_nxt_ = snd_max_;
       if (fin) fin_sent_ = true;
       sb_->on_send(snd_max_);
       continue;
     }
-    send_range(ns, now);
+    if (!send_range(ns, now)) return;
   }
 }
 
@@ -817,7 +818,7 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
   h.payload_len = 0;
   ++counters_.segments_out;
-  sink_->send_segment(ep_, h, {}, {}, now);
+  (void)sink_->send_segment(ep_, h, {}, {}, now);
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -828,7 +829,7 @@ void Connection::send_ack(Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  sink_->send_segment(ep_, h, {}, {}, now);
+  (void)sink_->send_segment(ep_, h, {}, {}, now);
   if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();  // RFC 2883 4: reported once
 }
 
@@ -853,10 +854,10 @@ void Connection::send_rst(SeqNum seq, Nanos now) {
   TcpRepr h = header(seq, TcpFlags::kRst, now);
   h.window = 0;
   ++counters_.segments_out;
-  sink_->send_segment(ep_, h, {}, {}, now);
+  (void)sink_->send_segment(ep_, h, {}, {}, now);
 }
 
-void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
+bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   const std::uint32_t off = distance(snd_una_, seq);
   auto [a, b] = send_.peek(off, len);
   std::uint8_t flags = TcpFlags::kAck;
@@ -865,6 +866,12 @@ void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   TcpRepr h = header(seq, flags, now);
   h.window = window_to_advertise();
   h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
+  if (!sink_->send_segment(ep_, h, a, b, now)) {
+    // Back-pressure: the segment never left; try again shortly.
+    ++counters_.send_refused;
+    if (retry_deadline_ == Nanos::max()) retry_deadline_ = now + std::chrono::milliseconds(1);
+    return false;
+  }
   const bool retransmission = seq < snd_max_;
   if (retransmission) {
     ++counters_.retransmits;
@@ -882,18 +889,18 @@ void Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  sink_->send_segment(ep_, h, a, b, now);
   if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
+  return true;
 }
 
 void Connection::output(Nanos now) {
   if (!may_send(state_)) return;
   for (int guard = 0; guard < 1024; ++guard) {
     std::size_t hole_limit = std::numeric_limits<std::size_t>::max();
-    if (sb_ && snd_nxt_ < snd_max_) {
-      // Going back after a timeout: what the peer SACKed is not sent again
-      // (RFC 6675 5.1).
+    if (sb_ && snd_una_ < snd_nxt_ && snd_nxt_ < snd_max_) {
+      // Going back after a timeout: what the peer SACKed since is not sent
+      // again (RFC 6675 5.1); the segment at SND.UNA always is.
       const SackBlock hole = sb_->next_unsacked(snd_nxt_);
       if (hole.left == hole.right) {
         snd_nxt_ = snd_max_;
@@ -937,7 +944,7 @@ void Connection::output(Nanos now) {
         break;
       }
     }
-    send_data(snd_nxt_, len, fin, now);
+    if (!send_data(snd_nxt_, len, fin, now)) break;
     snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
     if (snd_max_ < snd_nxt_) {
       snd_max_ = snd_nxt_;
@@ -991,8 +998,8 @@ bool Connection::on_path_mtu(std::uint32_t mtu, SeqNum quoted_seq, Nanos now) {
 // Timers
 
 Nanos Connection::next_deadline() const noexcept {
-  return std::min(
-      {rto_deadline_, persist_deadline_, delack_deadline_, time_wait_deadline_, keepalive_deadline_});
+  return std::min({rto_deadline_, persist_deadline_, delack_deadline_, time_wait_deadline_,
+                   keepalive_deadline_, retry_deadline_});
 }
 
 void Connection::update_rtt(Nanos r) noexcept {
@@ -1015,6 +1022,14 @@ void Connection::on_timer(Nanos now) {
     set_closed({});
     return;
   }
+  if (retry_deadline_ <= now) {
+    retry_deadline_ = Nanos::max();
+    if (in_recovery_ && sb_) {
+      sack_send(now);
+    } else {
+      output(now);
+    }
+  }
   if (delack_deadline_ <= now) {
     ++counters_.delayed_acks;
     send_ack(now);
@@ -1035,7 +1050,7 @@ void Connection::on_timer(Nanos now) {
         TcpRepr h = header(snd_nxt_ - 1, TcpFlags::kAck, now);
         h.window = window_to_advertise();
         ++counters_.segments_out;
-        sink_->send_segment(ep_, h, {}, {}, now);
+        (void)sink_->send_segment(ep_, h, {}, {}, now);
         keepalive_deadline_ = now + config_.keepalive_interval;
       }
     }
@@ -1052,7 +1067,7 @@ void Connection::on_timer(Nanos now) {
       const std::size_t len =
           std::min<std::size_t>({left, snd_mss_ - sack_option_len(), static_cast<std::size_t>(usable)});
       const bool fin = shut_wr_ && len == left;
-      send_data(snd_nxt_, len, fin, now);
+      if (!send_data(snd_nxt_, len, fin, now)) return;
       snd_nxt_ += static_cast<std::uint32_t>(len) + (fin ? 1u : 0u);
       if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
       if (fin) fin_sent_ = true;
@@ -1065,7 +1080,7 @@ void Connection::on_timer(Nanos now) {
     TcpRepr h = header(snd_una_ - 1, TcpFlags::kAck, now);
     h.window = window_to_advertise();
     ++counters_.segments_out;
-    sink_->send_segment(ep_, h, {}, {}, now);
+    (void)sink_->send_segment(ep_, h, {}, {}, now);
     persist_backoff_ = std::min<std::uint32_t>(persist_backoff_ + 1, 16);
     const Nanos next = std::min(rto_ * (std::int64_t{1} << persist_backoff_), config_.max_rto);
     persist_deadline_ = now + next;
@@ -1094,7 +1109,12 @@ void Connection::on_rto(Nanos now) {
   ev.now = now;
   ev.first = retransmits_ == 1;
   cc_->on_rto(ev);
-  if (sb_) sb_->on_rto();
+  if (sb_) {
+    // RFC 2018 8 / RFC 6675 5.1: the receiver may have reneged (ours evicts
+    // out-of-order data under pressure), so what it SACKed is forgotten.
+    sb_->on_rto();
+    sb_->clear();
+  }
   in_recovery_ = false;
   recover_ = snd_max_;
   dup_acks_ = 0;
@@ -1201,6 +1221,7 @@ void Connection::set_keepalive(bool on, Nanos now) {
 void Connection::enter_time_wait(Nanos now) {
   state_ = State::kTimeWait;
   keepalive_deadline_ = Nanos::max();
+  retry_deadline_ = Nanos::max();
   rto_deadline_ = Nanos::max();
   persist_deadline_ = Nanos::max();
   delack_deadline_ = Nanos::max();
@@ -1213,6 +1234,7 @@ void Connection::set_closed(std::error_code error) {
   state_ = State::kClosed;
   if (error && !error_) error_ = error;
   keepalive_deadline_ = Nanos::max();
+  retry_deadline_ = Nanos::max();
   rto_deadline_ = Nanos::max();
   persist_deadline_ = Nanos::max();
   delack_deadline_ = Nanos::max();

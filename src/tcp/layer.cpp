@@ -71,8 +71,10 @@ Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Inter
   }
   // The connection config is checked by making one (with a throwaway sink).
   struct NullSink : SegmentSink {
-    void send_segment(const Endpoints&, const wire::TcpRepr&, std::span<const std::byte>,
-                      std::span<const std::byte>, Nanos) override {}
+    bool send_segment(const Endpoints&, const wire::TcpRepr&, std::span<const std::byte>,
+                      std::span<const std::byte>, Nanos) override {
+      return true;
+    }
   } null_sink;
   if (auto probe = Connection::create(config.connection, {}, null_sink, 1); !probe) {
     return unexpected(probe.error());
@@ -459,7 +461,7 @@ void TcpLayer::send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& s
   // SACK, so none is offered.
   h.options.mss = config_.connection.mss;
   ++counters_.syn_cookies_sent;
-  send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, {}, now);
+  (void)send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, {}, now);
 }
 
 bool TcpLayer::accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wire::TcpRepr& seg,
@@ -525,7 +527,7 @@ void TcpLayer::send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr
     rst.flags = wire::TcpFlags{wire::TcpFlags::kRst | wire::TcpFlags::kAck};
   }
   ++counters_.resets_sent;
-  send_segment({d.ip.dst, seg.dst_port, d.ip.src, seg.src_port}, rst, {}, {}, now);
+  (void)send_segment({d.ip.dst, seg.dst_port, d.ip.src, seg.src_port}, rst, {}, {}, now);
 }
 
 void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
@@ -557,13 +559,13 @@ void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
 // ---------------------------------------------------------------------------
 // Output
 
-void TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
+bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
                             std::span<const std::byte> b, Nanos now) {
   const std::size_t hlen = header.buffer_len();
   const std::size_t total = hlen + a.size() + b.size();
   if (total > scratch_.size()) {
     ++counters_.tx_errors;
-    return;
+    return false;
   }
   std::copy(a.begin(), a.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen));
   std::copy(b.begin(), b.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen + a.size()));
@@ -575,16 +577,17 @@ void TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, st
   if (!h.emit(std::span(scratch_).first(total), wire::PseudoHeader::v4(ep.local_addr, ep.remote_addr),
               mode)) {
     ++counters_.tx_errors;
-    return;
+    return false;
   }
   net::SendOptions opts;
   opts.source = ep.local_addr;
   opts.dont_frag = true;  // RFC 1191 path MTU discovery, as Linux
   if (iface_->send(ep.remote_addr, kProtocol, std::span(scratch_).first(total), opts, now)) {
     ++counters_.tx_errors;
-    return;
+    return false;
   }
   ++counters_.tx_segments;
+  return true;
 }
 
 // ---------------------------------------------------------------------------

@@ -35,8 +35,12 @@ struct Segment {
 class Sink : public SegmentSink {
  public:
   Sink(wire::Ipv4Addr src, wire::Ipv4Addr dst) : ph_(wire::PseudoHeader::v4(src, dst)) {}
-  void send_segment(const Endpoints&, const TcpRepr& h, std::span<const std::byte> a,
+  bool send_segment(const Endpoints&, const TcpRepr& h, std::span<const std::byte> a,
                     std::span<const std::byte> b, Nanos) override {
+    if (refuse > 0) {
+      --refuse;
+      return false;
+    }
     Bytes bytes(h.buffer_len() + a.size() + b.size());
     std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
     std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
@@ -47,9 +51,11 @@ class Sink : public SegmentSink {
     EXPECT_TRUE(v);
     auto r = TcpRepr::parse(*v, ph_);
     EXPECT_TRUE(r) << "parse of our own segment";
-    if (!v || !r) return;
+    if (!v || !r) return true;
     out.push_back({*r, Bytes(v->payload().begin(), v->payload().end())});
+    return true;
   }
+  int refuse = 0;  // the next this many segments are refused (a full link)
   std::deque<Segment> out;
 
  private:
@@ -476,10 +482,12 @@ TEST(TcpConnection, SackRecoveryRepairsSeveralHolesInOneWindowWithoutATimeout) {
   EXPECT_GE(p.b().counters().ooo_queued, 3u);
 }
 
-TEST(TcpConnection, AfterATimeoutSackedDataIsNotSentAgain) {
-  // RFC 6675 5.1: everything but one segment reached the peer and was
-  // SACKed; the ACKs are lost until the timer fires; then only the hole
-  // goes again.
+TEST(TcpConnection, AfterATimeoutTheHeadIsSentAgainAndSackInformationForgotten) {
+  // RFC 2018 8 / RFC 6675 5.1: everything but one segment reached the peer
+  // and was SACKed; the ACKs are lost until the timer fires. The receiver
+  // may have reneged, so the SACK information is forgotten and the head is
+  // sent again; the peer's cumulative ACK then covers what it held, so
+  // nothing else goes twice.
   Pair p(small_config(), small_config(), true);
   p.handshake();
   const Bytes warm = pattern(100000, 19);
@@ -504,8 +512,21 @@ TEST(TcpConnection, AfterATimeoutSackedDataIsNotSentAgain) {
   p.advance(p.a().rto());
   p.pump(100, 1ms);
   EXPECT_EQ(p.a().counters().timeouts, 1u);
-  EXPECT_EQ(p.a().counters().retransmits - before, 1u) << "only the hole is sent again";
+  EXPECT_EQ(p.a().counters().retransmits - before, 1u) << "only the head is sent again";
   EXPECT_EQ(p.b().readable(), data.size() + 0u);
+}
+
+TEST(TcpConnection, SegmentsTheLinkRefusesAreSentAgainShortly) {
+  // Back-pressure: a full link refuses segments; they are not counted as
+  // sent, and go out a millisecond later.
+  Pair p;
+  p.handshake();
+  p.sink_a().refuse = 3;
+  const Bytes data = pattern(10 * 1448, 22);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data, 1ms, 2000), data);
+  EXPECT_EQ(p.a().counters().send_refused, 3u);
+  EXPECT_EQ(p.a().counters().timeouts, 0u);
+  EXPECT_EQ(p.a().counters().retransmits, 0u);
 }
 
 TEST(TcpConnection, Robustness11OutOfOrderQueueIsBounded) {

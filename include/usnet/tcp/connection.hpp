@@ -140,7 +140,9 @@ class SegmentSink {
   virtual ~SegmentSink() = default;
   // A segment: the header (payload_len set) and its payload, in up to two
   // pieces. The sink adds the IP header, computes the checksum and sends.
-  virtual void send_segment(const Endpoints& endpoints, const wire::TcpRepr& header,
+  // False if it could not (the link is full, no buffer): the connection
+  // then tries again shortly instead of counting the segment as sent.
+  virtual bool send_segment(const Endpoints& endpoints, const wire::TcpRepr& header,
                             std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
                             Nanos now) = 0;
 };
@@ -173,13 +175,15 @@ struct ConnectionCounters {
   std::uint64_t challenge_acks = 0;          // sent
   std::uint64_t challenge_acks_limited = 0;  // withheld by the rate limit
   std::uint64_t window_probes = 0;
-  std::uint64_t keepalive_probes = 0;  // keep-alive probes sent           // zero-window probes sent
-  std::uint64_t delayed_acks = 0;      // ACKs sent by the delayed-ACK timer
-  std::uint64_t ooo_queued = 0;        // segments kept in the out-of-order queue
-  std::uint64_t pmtu_updates = 0;      // segment size lowered by "fragmentation needed"
-  std::uint64_t pmtu_ignored = 0;      // such messages ignored (sequence not ours, MTU not lower)
-  std::uint64_t sack_recoveries = 0;   // RFC 6675 recoveries (also counted in fast_retransmits)
-  std::uint64_t dsacks_received = 0;   // D-SACK blocks the peer sent (RFC 2883)
+  std::uint64_t keepalive_probes = 0;
+  std::uint64_t send_refused = 0;  // data segments the interface could not take (tried again)  // keep-alive
+                                   // probes sent           // zero-window probes sent
+  std::uint64_t delayed_acks = 0;  // ACKs sent by the delayed-ACK timer
+  std::uint64_t ooo_queued = 0;    // segments kept in the out-of-order queue
+  std::uint64_t pmtu_updates = 0;  // segment size lowered by "fragmentation needed"
+  std::uint64_t pmtu_ignored = 0;  // such messages ignored (sequence not ours, MTU not lower)
+  std::uint64_t sack_recoveries = 0;  // RFC 6675 recoveries (also counted in fast_retransmits)
+  std::uint64_t dsacks_received = 0;  // D-SACK blocks the peer sent (RFC 2883)
   std::array<std::uint64_t, kSegmentDropCount> drops{};
   void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
   std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
@@ -298,7 +302,7 @@ class Connection {
   // on a connection with SACK; false without SACK.
   bool ensure_scoreboard();
   // Retransmits the range NextSeg named and records it.
-  void send_range(const NextSeg& ns, Nanos now);
+  bool send_range(const NextSeg& ns, Nanos now);
   // Sends during a SACK recovery while the pipe allows (RFC 6675 5 (C)).
   void sack_send(Nanos now);
   bool acceptable(const wire::TcpRepr& seg, std::uint32_t seg_len) const noexcept;
@@ -312,7 +316,8 @@ class Connection {
   void send_ack(Nanos now);
   void send_challenge_ack(Nanos now);
   void send_rst(SeqNum seq, Nanos now);
-  void send_data(SeqNum seq, std::size_t len, bool fin, Nanos now);
+  // False if the sink refused it (nothing about the segment is recorded).
+  bool send_data(SeqNum seq, std::size_t len, bool fin, Nanos now);
   wire::TcpRepr header(SeqNum seq, std::uint8_t flags, Nanos now) const;
   std::uint16_t window_to_advertise();
   void retransmit_head(Nanos now);
@@ -389,6 +394,7 @@ class Connection {
   std::uint32_t quick_acks_left_ = 0;
 
   Nanos time_wait_deadline_ = Nanos::max();
+  Nanos retry_deadline_ = Nanos::max();  // output again after the sink refused a segment
 
   // Keep-alive.
   Nanos keepalive_deadline_ = Nanos::max();

@@ -243,7 +243,7 @@ class TcpLayer : private SegmentSink {
 
   void on_datagram(net::InboundDatagram& d, Nanos now);
   void on_icmp_error(const net::IcmpErrorInfo& e, Nanos now);
-  void send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
+  bool send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
                     std::span<const std::byte> b, Nanos now) override;
   void send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now);
   void send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& syn, Nanos now);
