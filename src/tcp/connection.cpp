@@ -600,6 +600,9 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
       switch (state_) {
         case State::kFinWait1:
           state_ = State::kFinWait2;
+          // An orphan (closed by the application) does not wait for the
+          // peer's FIN forever (as Linux's tcp_fin_timeout).
+          if (closed_by_app_) time_wait_deadline_ = now + config_.fin_wait2_timeout;
           break;
         case State::kClosing:
           enter_time_wait(now);
@@ -1192,6 +1195,7 @@ void Connection::close(Nanos now) {
     return;
   }
   (void)shutdown_write(now);
+  if (state_ == State::kFinWait2) time_wait_deadline_ = now + config_.fin_wait2_timeout;
 }
 
 void Connection::abort(Nanos now) {

@@ -648,6 +648,21 @@ TEST(TcpConnection, ActiveCloseGoesThroughTimeWait) {
   EXPECT_FALSE(p.a().error());
 }
 
+TEST(TcpConnection, OrphanInFinWait2IsDroppedAfterTheTimeout) {
+  Pair p;
+  p.handshake();
+  p.a().close(p.now());
+  p.pump();
+  ASSERT_EQ(p.a().state(), State::kFinWait2);
+  // The peer never closes. A half-closed connection the application still
+  // holds would wait; this one was closed by it, so it goes after 60 s.
+  p.advance(59s);
+  EXPECT_EQ(p.a().state(), State::kFinWait2);
+  p.advance(1s);
+  EXPECT_EQ(p.a().state(), State::kClosed);
+  EXPECT_FALSE(p.a().error());
+}
+
 TEST(TcpConnection, SimultaneousCloseGoesThroughClosing) {
   Pair p;
   p.handshake();

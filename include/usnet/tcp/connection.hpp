@@ -98,6 +98,9 @@ struct ConnectionConfig {
   // TIME-WAIT lasts 2 * msl (RFC 9293 3.4.2 suggests MSL = 2 min; Linux
   // holds TIME-WAIT 60 s).
   Nanos msl = std::chrono::seconds(30);
+  // A connection the application closed that sits in FIN-WAIT-2 (the peer
+  // never sends its FIN) is dropped after this (Linux: tcp_fin_timeout).
+  Nanos fin_wait2_timeout = std::chrono::seconds(60);
   // Delayed ACK (RFC 1122 4.2.3.2, RFC 9293 3.8.6.3): at most this late,
   // and at least every second full-sized segment is ACKed at once.
   Nanos delayed_ack = std::chrono::milliseconds(40);
