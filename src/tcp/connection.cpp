@@ -638,8 +638,11 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     }
   }
 
-  // RFC 9293 3.10.7.4 fifth: the send window, from the newest segment.
-  if (snd_wl1_ < seg.seq || (snd_wl1_ == seg.seq && snd_wl2_ <= seg.ack)) {
+  // RFC 9293 3.10.7.4 fifth: the send window, from the newest segment. Not
+  // from a segment beyond RCV.NXT: one forged there (still inside the
+  // window) would otherwise set SND.WL1 ahead of every genuine segment and
+  // freeze the window it carried (the stateful fuzz target found it).
+  if (seg.seq <= rcv_nxt_ && (snd_wl1_ < seg.seq || (snd_wl1_ == seg.seq && snd_wl2_ <= seg.ack))) {
     snd_wnd_ = window;
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = seg.seq;
@@ -1198,11 +1201,11 @@ void Connection::close(Nanos now) {
   if (state_ == State::kFinWait2) time_wait_deadline_ = now + config_.fin_wait2_timeout;
 }
 
-void Connection::abort(Nanos now) {
+void Connection::abort(Nanos now, std::error_code why) {
   if (synchronized(state_) || state_ == State::kSynReceived) {
     if (state_ != State::kTimeWait) send_rst(snd_nxt_, now);
   }
-  set_closed({});
+  set_closed(why);
 }
 
 void Connection::arm_keepalive(Nanos now) noexcept {

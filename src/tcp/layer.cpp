@@ -543,7 +543,9 @@ void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
   // decides). Destination unreachable codes 2-4 (protocol, port, frag
   // needed) are hard; frag needed is path MTU (not handled yet).
   if (c.state() == State::kSynSent && e.type == 3 && (e.code == 2 || e.code == 3)) {
-    c.abort(now);
+    // Linux reports ECONNREFUSED for port unreachable, ENOPROTOOPT for
+    // protocol unreachable.
+    c.abort(now, std::error_code(e.code == 3 ? ECONNREFUSED : ENOPROTOOPT, std::generic_category()));
     settle(*i, now);
     return;
   }

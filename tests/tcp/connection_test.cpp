@@ -876,6 +876,24 @@ TEST(TcpConnection, Robustness7PawsDropsOldTimestamps) {
   EXPECT_EQ(p.a().state(), State::kClosed);
 }
 
+TEST(TcpConnection, AForgedSegmentBeyondRcvNxtCannotFreezeTheSendWindow) {
+  // Found by the stateful fuzz target: a segment ahead of RCV.NXT (inside
+  // the window) with window 0 must not set SND.WL1 past every genuine
+  // segment.
+  Pair p;
+  p.handshake();
+  TcpRepr forged = from_b(p, TcpFlags::kAck);
+  forged.seq = p.a().rcv_nxt() + 752;
+  forged.window = 0;
+  forged.payload_len = 1;
+  const std::byte x[1] = {std::byte{1}};
+  p.a().on_segment(forged, x, p.now());
+  p.sink_a().out.clear();
+  const Bytes data = pattern(20000, 23);
+  EXPECT_EQ(transfer(p, p.a(), p.b(), data, 1ms, 5000), data);
+  EXPECT_GT(p.a().snd_wnd(), 0u);
+}
+
 TEST(TcpConnection, Robustness9UrgentPointerPastThePayloadIsHarmless) {
   Pair p;
   p.handshake();

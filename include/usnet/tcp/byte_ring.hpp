@@ -1,35 +1,37 @@
 // A fixed-capacity ring of bytes: the copying send and receive buffers of a
 // TCP connection. Bytes are appended at the tail and consumed from the head;
 // any range of the held bytes can be read in place as at most two spans
-// (the ring may wrap). Capacity is fixed at construction (no allocation
-// afterwards).
+// (the ring may wrap). Capacity is fixed at construction; the memory is
+// allocated (uninitialized) by the first push, so a connection that never
+// carries data (a half-open one in a SYN flood) costs none.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <utility>
-#include <vector>
 
 namespace usnet::tcp {
 
 class ByteRing {
  public:
-  explicit ByteRing(std::size_t capacity) : buf_(capacity) {}
+  explicit ByteRing(std::size_t capacity) : capacity_(capacity) {}
 
-  std::size_t capacity() const noexcept { return buf_.size(); }
+  std::size_t capacity() const noexcept { return capacity_; }
   std::size_t size() const noexcept { return size_; }
-  std::size_t free_space() const noexcept { return buf_.size() - size_; }
+  std::size_t free_space() const noexcept { return capacity_ - size_; }
   bool empty() const noexcept { return size_ == 0; }
 
   // Appends as much of `in` as fits; returns how much.
-  std::size_t push(std::span<const std::byte> in) noexcept {
+  std::size_t push(std::span<const std::byte> in) {
     const std::size_t n = std::min(in.size(), free_space());
+    if (n > 0 && !buf_) buf_.reset(new std::byte[capacity_]);  // NOLINT: uninitialized on purpose
     std::size_t tail = (head_ + size_) % cap();
     const std::size_t first = std::min(n, cap() - tail);
-    if (first > 0) std::memcpy(buf_.data() + tail, in.data(), first);
-    if (n > first) std::memcpy(buf_.data(), in.data() + first, n - first);
+    if (first > 0) std::memcpy(buf_.get() + tail, in.data(), first);
+    if (n > first) std::memcpy(buf_.get(), in.data() + first, n - first);
     size_ += n;
     return n;
   }
@@ -42,14 +44,14 @@ class ByteRing {
     len = std::min(len, size_ - offset);
     const std::size_t start = (head_ + offset) % cap();
     const std::size_t first = std::min(len, cap() - start);
-    return {std::span<const std::byte>(buf_.data() + start, first),
-            std::span<const std::byte>(buf_.data(), len - first)};
+    return {std::span<const std::byte>(buf_.get() + start, first),
+            std::span<const std::byte>(buf_.get(), len - first)};
   }
 
   // Copies up to out.size() bytes from the head into `out` and consumes them.
   std::size_t pop(std::span<std::byte> out) noexcept {
     auto [a, b] = peek(0, out.size());
-    std::memcpy(out.data(), a.data(), a.size());
+    if (!a.empty()) std::memcpy(out.data(), a.data(), a.size());
     if (!b.empty()) std::memcpy(out.data() + a.size(), b.data(), b.size());
     consume(a.size() + b.size());
     return a.size() + b.size();
@@ -68,8 +70,9 @@ class ByteRing {
   }
 
  private:
-  std::size_t cap() const noexcept { return buf_.empty() ? 1 : buf_.size(); }
-  std::vector<std::byte> buf_;
+  std::size_t cap() const noexcept { return capacity_ == 0 ? 1 : capacity_; }
+  std::size_t capacity_;
+  std::unique_ptr<std::byte[]> buf_;
   std::size_t head_ = 0;
   std::size_t size_ = 0;
 };
