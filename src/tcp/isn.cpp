@@ -6,45 +6,17 @@
 #include <cerrno>
 #include <cstring>
 
+#include "usnet/tcp/conn_table.hpp"
+
 namespace usnet::tcp {
 
 namespace {
-
-constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
 
 std::uint64_t load_le64(const std::uint8_t* p) noexcept {
   std::uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
 }
-
-struct SipState {
-  std::uint64_t v0, v1, v2, v3;
-
-  // SipRound, the paper's Figure 2.
-  void round() noexcept {
-    v0 += v1;
-    v1 = rotl(v1, 13);
-    v1 ^= v0;
-    v0 = rotl(v0, 32);
-    v2 += v3;
-    v3 = rotl(v3, 16);
-    v3 ^= v2;
-    v0 += v3;
-    v3 = rotl(v3, 21);
-    v3 ^= v0;
-    v2 += v1;
-    v1 = rotl(v1, 17);
-    v1 ^= v2;
-    v2 = rotl(v2, 32);
-  }
-  void compress(std::uint64_t m) noexcept {
-    v3 ^= m;
-    round();
-    round();
-    v0 ^= m;
-  }
-};
 
 // The message F and the cookie functions hash: a domain tag (so that the
 // ISN, the cookie's hiding value and its MAC are unrelated functions even
@@ -101,24 +73,9 @@ static_assert(kCountBits + kMacBits + kIndexBits == 32);
 }  // namespace
 
 std::uint64_t siphash24(const SipKey& key, std::span<const std::byte> message) noexcept {
-  const std::uint64_t k0 = load_le64(key.bytes.data());
-  const std::uint64_t k1 = load_le64(key.bytes.data() + 8);
-  // Initialisation: "somepseudorandomlygeneratedbytes".
-  SipState s{k0 ^ 0x736f6d6570736575ull, k1 ^ 0x646f72616e646f6dull, k0 ^ 0x6c7967656e657261ull,
-             k1 ^ 0x7465646279746573ull};
-  const std::size_t n = message.size();
-  const auto* p = reinterpret_cast<const std::uint8_t*>(message.data());
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) s.compress(load_le64(p + i));
-  // The last word: the remaining bytes, little-endian, with the message
-  // length modulo 256 in the top byte.
-  std::uint64_t last = static_cast<std::uint64_t>(n & 0xff) << 56;
-  for (std::size_t j = 0; i + j < n; ++j) last |= static_cast<std::uint64_t>(p[i + j]) << (8 * j);
-  s.compress(last);
-  // Finalisation: d = 4 rounds.
-  s.v2 ^= 0xff;
-  for (int r = 0; r < 4; ++r) s.round();
-  return s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
+  // One SipHash in the tree (conn_table's), with the paper's c = 2, d = 4
+  // rounds; the key's bytes are read little-endian as the paper's k0, k1.
+  return siphash(HashKey{load_le64(key.bytes.data()), load_le64(key.bytes.data() + 8)}, message, 2, 4);
 }
 
 Expected<SipKey, std::error_code> random_sip_key() noexcept {
