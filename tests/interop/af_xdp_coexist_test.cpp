@@ -59,7 +59,9 @@ TEST(AfXdpCoexistence, KernelAndUsnetAnswerOnTheSameInterface) {
 
   // Both answer ping and ARP, on one MAC address.
   auto ping_usnet = ns->exec("ping -c 20 -i 0.01 -W 2 198.18.0.1", 15);
-  EXPECT_NE(ping_usnet.output.find("20 received, 0% packet loss"), std::string::npos) << ping_usnet.output;
+  EXPECT_NE(ping_usnet.output.find("20 received, 0% packet loss"), std::string::npos)
+      << ping_usnet.output << "\n(diagnostics) " << sh("ip -d link show " + ifname).output
+      << ns->exec("ethtool -k " + ns->peer_if() + " | grep -E 'segmentation|checksumming'; ip neigh").output;
   auto ping_kernel = ns->exec("ping -c 20 -i 0.01 -W 2 198.18.0.3", 15);
   EXPECT_NE(ping_kernel.output.find("20 received, 0% packet loss"), std::string::npos) << ping_kernel.output;
   const std::string mac = sh("cat /sys/class/net/" + ifname + "/address").output.substr(0, 17);

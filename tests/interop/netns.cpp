@@ -259,8 +259,13 @@ CmdResult PeerNamespace::exec(const std::string& cmd, int timeout_s) const {
 }
 
 std::string prepare_af_xdp_peer(const PeerNamespace& ns) {
-  const auto r = ns.exec("ethtool -K " + ns.peer_if() + " tx off", 10);
-  if (r.status != 0) return "ethtool -K " + ns.peer_if() + " tx off failed: " + r.output;
+  // TSO/GSO off too: veth hands a frame to the receiving end's XDP program
+  // only when it may aggregate it (veth_skb_is_eligible_for_gro), which a
+  // sender with TSO on can make false; such frames would bypass usnet's
+  // program and go straight to the kernel.
+  const std::string cmd = "ethtool -K " + ns.peer_if() + " tx off tso off gso off";
+  const auto r = ns.exec(cmd, 10);
+  if (r.status != 0) return cmd + " failed: " + r.output;
   return {};
 }
 

@@ -37,7 +37,8 @@ class PeerNamespace;
 // Makes the kernel end of a veth pair send frames an AF_XDP link can check:
 // the kernel leaves the TCP/UDP checksum of local traffic to the "device"
 // (CHECKSUM_PARTIAL), veth never fills it in, and XDP sees the frame before
-// anything could; so transmit checksum offload is turned off on the peer.
+// anything could; so transmit checksum offload is turned off on the peer
+// (and TSO/GSO, see netns.cpp).
 // Returns why it failed, or empty.
 std::string prepare_af_xdp_peer(const PeerNamespace& ns);
 // Makes the kernel end of a veth pair send MTU-sized frames to an AF_PACKET
