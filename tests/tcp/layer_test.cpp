@@ -8,6 +8,7 @@
 
 #include "net/net_test_util.hpp"
 #include "usnet/tcp/tcp.hpp"
+#include "usnet/wire/checksum.hpp"
 
 namespace usnet::tcp {
 namespace {
@@ -210,6 +211,52 @@ TEST(TcpLayer, Robustness14SynFloodDoesNotKeepALegitimateClientOut) {
   EXPECT_LE(n.tb->connection_count(), 16u + 1u);
   // The client's connection came from a cookie: no options beyond the MSS.
   EXPECT_FALSE(client->connection().timestamps_on());
+}
+
+TEST(TcpLayer, Robustness8MalformedOptionsAndDataOffsetsAreDroppedWithAReason) {
+  Net n;
+  auto listener = n.tb->listen({{}, 80});
+  // A valid SYN, then broken in each way (checksums recomputed, so only the
+  // header is wrong).
+  const auto make = [](auto&& breaker) {
+    wire::TcpRepr syn;
+    syn.src_port = 7777;
+    syn.dst_port = 80;
+    syn.seq = SeqNum(1);
+    syn.flags = wire::TcpFlags{wire::TcpFlags::kSyn};
+    syn.window = 1024;
+    syn.options.mss = 1460;  // 4 bytes of options: offset 6
+    std::vector<std::byte> seg(syn.buffer_len() + 4);
+    EXPECT_TRUE(syn.emit(std::span(seg).first(syn.buffer_len()), wire::PseudoHeader::v4(kPeerIp, kOurIp)));
+    breaker(seg);
+    seg[16] = seg[17] = std::byte{0};  // checksum again, over the broken header
+    wire::Checksum c;
+    c.add_sum(wire::PseudoHeader::v4(kPeerIp, kOurIp).sum(6, static_cast<std::uint32_t>(seg.size())));
+    c.add(seg);
+    const std::uint16_t sum = c.finish();
+    seg[16] = std::byte(sum >> 8);
+    seg[17] = std::byte(sum & 0xff);
+    net::test::IpParams ip;
+    ip.protocol = 6;
+    return net::test::ip_frame(ip, seg);
+  };
+  // Option lengths 0 and 1, and one running past the header.
+  for (std::uint8_t len : {0, 1, 9}) {
+    (void)n.b.link.inject_rx(make([len](std::vector<std::byte>& s) { s[21] = std::byte{len}; }));
+  }
+  // Data offset below 5, and past the end of the segment.
+  for (std::uint8_t off : {2, 4, 15}) {
+    (void)n.b.link.inject_rx(make([off](std::vector<std::byte>& s) { s[12] = std::byte(off << 4); }));
+  }
+  n.step();
+  EXPECT_EQ(n.tb->counters().dropped(TcpDropReason::kBadOptions), 3u);
+  EXPECT_EQ(n.tb->counters().dropped(TcpDropReason::kMalformed), 3u);
+  EXPECT_EQ(n.tb->counters().resets_sent, 0u);  // dropped, not answered
+  EXPECT_EQ(n.tb->connection_count(), 0u);
+  // The listener still works.
+  auto client = n.ta->connect({kOurIp, 80}, n.now());
+  n.run(10ms);
+  EXPECT_EQ(client->connection().state(), State::kEstablished);
 }
 
 TEST(TcpLayer, ForgedCookieAckIsRefused) {
