@@ -154,10 +154,12 @@ TEST(LinkUri, UnknownParameters) {
   EXPECT_EQ(error_of("mem:x?a=b"), "\"mem:x?a=b\": unknown parameter \"a\" (mem takes no parameters)");
   EXPECT_EQ(error_of("memif:/s?mode=zc"),
             "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id or secret)");
-  EXPECT_EQ(error_of("af_xdp:eth0?role=server"),
-            "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue, mode, busy_poll or steer)");
-  EXPECT_EQ(error_of("af_xdp:eth0?Queue=1"),
-            "\"af_xdp:eth0?Queue=1\": unknown parameter \"Queue\" (expected queue, mode, busy_poll or steer)");
+  EXPECT_EQ(
+      error_of("af_xdp:eth0?role=server"),
+      "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue, mode, busy_poll or steer)");
+  EXPECT_EQ(
+      error_of("af_xdp:eth0?Queue=1"),
+      "\"af_xdp:eth0?Queue=1\": unknown parameter \"Queue\" (expected queue, mode, busy_poll or steer)");
 }
 
 TEST(LinkUri, BadValues) {

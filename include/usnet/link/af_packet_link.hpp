@@ -43,9 +43,9 @@
 //     sending kernel built them: with TSO/GSO on the peer (or GRO on the
 //     interface) TCP arrives in super-frames of up to 64 KiB that are
 //     dropped here, so turn those offloads off (ethtool -K PEER tso off gso
-//     off; ethtool -K IF gro off). AF_XDP does not have this problem. When the pool refuses a buffer the frame stays in the
-//     ring (the kernel drops new frames once every block is full),
-//     rx_no_buffer counts it and the burst stops.
+//     off; ethtool -K IF gro off). AF_XDP does not have this problem. When the pool refuses a buffer the
+//     frame stays in the ring (the kernel drops new frames once every block is full), rx_no_buffer counts it
+//     and the burst stops.
 //   - Frames shorter than 60 bytes are padded with zeros on transmit.
 //     EAGAIN/ENOBUFS stop the burst (tx_full); any other refusal drops that
 //     frame (tx_errors).

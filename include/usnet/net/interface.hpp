@@ -256,7 +256,7 @@ class Interface {
   bool announced_once_ = false;
 
   std::vector<link::Frame> tx_;
-  std::vector<wire::Ipv4Addr> steered_;  // addresses given to link_->steer(), taken back at destruction
+  std::vector<wire::Ipv4Addr> steered_;   // addresses given to link_->steer(), taken back at destruction
   std::vector<link::Frame> ready_;        // scratch: frames released by ARP
   std::vector<link::Frame> frags_;        // scratch: the frames of one datagram
   std::vector<wire::Ipv4Addr> probes_;    // scratch
