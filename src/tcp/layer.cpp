@@ -250,6 +250,7 @@ void TcpLayer::settle(std::uint32_t i, Nanos now) {
       s.in_table = false;
     }
     (void)wheel_.cancel(s.timer);
+    s.armed = Nanos::max();
     if (!s.has_handle && !s.queued) {
       free_slot(i);
     } else if (s.queued && c.error()) {
@@ -258,11 +259,16 @@ void TcpLayer::settle(std::uint32_t i, Nanos now) {
     }
     return;
   }
+  // Most calls leave the deadline where it was (a segment that moves no
+  // timer): the wheel is touched only when it changes.
   const Nanos d = c.next_deadline();
-  if (d == Nanos::max()) {
+  const Nanos want = d == Nanos::max() ? d : std::max(d, now);
+  if (want == s.armed) return;
+  if (want == Nanos::max()) {
     (void)wheel_.cancel(s.timer);
-  } else {
-    (void)wheel_.arm(s.timer, std::max(d, now), i);
+    s.armed = want;
+  } else if (!wheel_.arm(s.timer, want, i)) {
+    s.armed = want;
   }
 }
 
@@ -601,6 +607,7 @@ void TcpLayer::poll_timers(Nanos now) {
     const auto i = static_cast<std::uint32_t>(cookie);
     if (i >= slots_.size() || !slots_[i].conn) return;
     slots_[i].timer = {};
+    slots_[i].armed = Nanos::max();
     slots_[i].conn->on_timer(now);
     settle(i, now);
   });

@@ -226,7 +226,8 @@ class TcpLayer : private SegmentSink {
     bool steered = false;        // its local port was given to steer_port (active open)
     std::int32_t listener = -1;  // not yet accepted from this listener
     bool queued = false;         // in the listener's accept queue
-    TimerId timer;
+        TimerId timer;
+    Nanos armed = Nanos::max();  // the deadline `timer` holds (max: none), so settle() re-arms only on change
     FourTuple key;
   };
   struct Listener {
