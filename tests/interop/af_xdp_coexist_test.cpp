@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "interop/link_kind.hpp"
 #include "interop/netns.hpp"
 
 #ifndef USNET_CLI
@@ -24,13 +25,6 @@ namespace usnet::test {
 namespace {
 
 const std::string kCli = USNET_CLI;
-
-std::uint64_t counter(const std::string& out, const std::string& name) {
-  std::smatch m;
-  const std::regex re("(\\d+) " + name);
-  if (!std::regex_search(out, m, re)) return 0;
-  return std::stoull(m[1]);
-}
 
 TEST(AfXdpCoexistence, KernelAndUsnetAnswerOnTheSameInterface) {
   ASSERT_EQ(interop_blocker({"socat", "ping", "ethtool"}), "");

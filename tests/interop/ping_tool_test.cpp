@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "interop/link_kind.hpp"
 #include "interop/netns.hpp"
 
 #ifndef USNET_CLI
@@ -23,25 +24,13 @@ namespace {
 
 const std::string kCli = USNET_CLI;
 
-enum class Kind { Tap, AfPacket, AfXdp };
-
-std::string kind_name(const testing::TestParamInfo<Kind>& i) {
-  switch (i.param) {
-    case Kind::Tap:
-      return "Tap";
-    case Kind::AfPacket:
-      return "AfPacket";
-    case Kind::AfXdp:
-      return "AfXdp";
-  }
-  return "?";
-}
+using Kind = LinkKind;
 
 class PingTool : public testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
     ASSERT_EQ(interop_blocker({"ping", "tshark", "ethtool"}), "");
-    auto ns = GetParam() == Kind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
+    auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
     if (GetParam() == Kind::AfXdp) {
@@ -51,15 +40,11 @@ class PingTool : public testing::TestWithParam<Kind> {
   }
   void TearDown() override { ::unlink(pcap_.c_str()); }
 
-  std::string link_uri() const {
-    if (GetParam() == Kind::Tap) return "tap:" + ns_->peer_if();
-    return (GetParam() == Kind::AfPacket ? "af_packet:" : "af_xdp:") + ns_->usnet_if();
-  }
+  std::string link_uri() const { return usnet::test::link_uri(GetParam(), *ns_); }
   // Runs the usnet command where it can reach its link: inside the
   // namespace for the TAP, in the root namespace for the veth end.
   CmdResult usnet(const std::string& args, int timeout_s) const {
-    const std::string cmd = kCli + " " + args;
-    return GetParam() == Kind::Tap ? ns_->exec(cmd, timeout_s) : sh(cmd, timeout_s);
+    return run_usnet(GetParam(), *ns_, kCli, args, timeout_s);
   }
 
   std::optional<PeerNamespace> ns_;
@@ -119,7 +104,8 @@ TEST_P(PingTool, UnansweredPingFailsWithLossReported) {
   EXPECT_NE(r.output.find("0 received, 100% packet loss"), std::string::npos) << r.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Links, PingTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp), kind_name);
+INSTANTIATE_TEST_SUITE_P(Links, PingTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp),
+                         link_kind_name);
 
 TEST(PingToolErrors, BadArgumentsGetClearErrors) {
   auto r = sh(kCli + " ping --link tap:x 198.18.0.300", 10);

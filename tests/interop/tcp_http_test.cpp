@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "interop/link_kind.hpp"
 #include "interop/netns.hpp"
 
 #ifndef USNET_CLI
@@ -25,31 +26,13 @@ namespace {
 
 const std::string kCli = USNET_CLI;
 
-enum class Kind { Tap, AfPacket, AfXdp };
-std::string kind_name(const testing::TestParamInfo<Kind>& i) {
-  switch (i.param) {
-    case Kind::Tap:
-      return "Tap";
-    case Kind::AfPacket:
-      return "AfPacket";
-    case Kind::AfXdp:
-      return "AfXdp";
-  }
-  return "?";
-}
-
-std::uint64_t counter(const std::string& out, const std::string& name) {
-  std::smatch m;
-  const std::regex re("(\\d+) " + name);
-  if (!std::regex_search(out, m, re)) return 0;
-  return std::stoull(m[1]);
-}
+using Kind = LinkKind;
 
 class TcpHttp : public testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
     ASSERT_EQ(interop_blocker({"curl", "ping", "ethtool", "sha256sum", "/usr/bin/python3"}), "");
-    auto ns = GetParam() == Kind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
+    auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
     if (GetParam() == Kind::AfXdp) {
@@ -63,13 +46,9 @@ class TcpHttp : public testing::TestWithParam<Kind> {
   }
   void TearDown() override { (void)sh("rm -rf " + dir_); }
 
-  std::string link_uri() const {
-    if (GetParam() == Kind::Tap) return "tap:" + ns_->peer_if();
-    return (GetParam() == Kind::AfPacket ? "af_packet:" : "af_xdp:") + ns_->usnet_if();
-  }
+  std::string link_uri() const { return usnet::test::link_uri(GetParam(), *ns_); }
   CmdResult usnet(const std::string& args, int timeout_s) const {
-    const std::string cmd = kCli + " " + args;
-    return GetParam() == Kind::Tap ? ns_->exec(cmd, timeout_s) : sh(cmd, timeout_s);
+    return run_usnet(GetParam(), *ns_, kCli, args, timeout_s);
   }
   // A file of random bytes under www/; returns its SHA-256.
   std::string make_file(const std::string& name, std::size_t mib) const {
@@ -176,7 +155,8 @@ TEST_P(TcpHttp, TransfersSurviveLossReorderingAndDuplication) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Links, TcpHttp, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp), kind_name);
+INSTANTIATE_TEST_SUITE_P(Links, TcpHttp, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp),
+                         link_kind_name);
 
 }  // namespace
 }  // namespace usnet::test

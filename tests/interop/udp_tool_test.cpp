@@ -13,6 +13,7 @@
 #include <regex>
 #include <string>
 
+#include "interop/link_kind.hpp"
 #include "interop/netns.hpp"
 
 #ifndef USNET_CLI
@@ -24,18 +25,7 @@ namespace {
 
 const std::string kCli = USNET_CLI;
 
-enum class Kind { Tap, AfPacket, AfXdp };
-std::string kind_name(const testing::TestParamInfo<Kind>& i) {
-  switch (i.param) {
-    case Kind::Tap:
-      return "Tap";
-    case Kind::AfPacket:
-      return "AfPacket";
-    case Kind::AfXdp:
-      return "AfXdp";
-  }
-  return "?";
-}
+using Kind = LinkKind;
 
 // "sent N, received M (x% loss), corrupted C, ..." -> {N, M, C}
 struct EchoSummary {
@@ -52,20 +42,16 @@ class UdpTool : public testing::TestWithParam<Kind> {
  protected:
   void SetUp() override {
     ASSERT_EQ(interop_blocker({"socat", "ping", "ethtool"}), "");
-    auto ns = GetParam() == Kind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
+    auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
     if (GetParam() == Kind::AfXdp) {
       ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
     }
   }
-  std::string link_uri() const {
-    if (GetParam() == Kind::Tap) return "tap:" + ns_->peer_if();
-    return (GetParam() == Kind::AfPacket ? "af_packet:" : "af_xdp:") + ns_->usnet_if();
-  }
+  std::string link_uri() const { return usnet::test::link_uri(GetParam(), *ns_); }
   CmdResult usnet(const std::string& args, int timeout_s) const {
-    const std::string cmd = kCli + " " + args;
-    return GetParam() == Kind::Tap ? ns_->exec(cmd, timeout_s) : sh(cmd, timeout_s);
+    return run_usnet(GetParam(), *ns_, kCli, args, timeout_s);
   }
   // A kernel UDP echo server on port 7 in the namespace, for `seconds`.
   std::future<CmdResult> kernel_echo_server(int seconds) const {
@@ -155,7 +141,8 @@ TEST_P(UdpTool, InjectedLossAndCorruptionNeverDeliverBadData) {
   server.get();
 }
 
-INSTANTIATE_TEST_SUITE_P(Links, UdpTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp), kind_name);
+INSTANTIATE_TEST_SUITE_P(Links, UdpTool, testing::Values(Kind::Tap, Kind::AfPacket, Kind::AfXdp),
+                         link_kind_name);
 
 // Two usnet processes joined directly by memif (no kernel, no privileges):
 // ping and UDP echo, 8000-byte datagrams included.
