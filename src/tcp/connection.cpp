@@ -66,6 +66,18 @@ const char* to_string(State s) noexcept {
   return "?";
 }
 
+const char* to_string(EcnMode m) noexcept {
+  switch (m) {
+    case EcnMode::kOff:
+      return "off";
+    case EcnMode::kAccept:
+      return "accept";
+    case EcnMode::kOn:
+      return "on";
+  }
+  return "?";
+}
+
 const char* to_string(SegmentDrop d) noexcept {
   switch (d) {
     case SegmentDrop::kNotAcceptable:
@@ -181,6 +193,10 @@ std::error_code Connection::accept_syn(const TcpRepr& syn, SeqNum iss, Nanos now
   rcv_nxt_ = syn.seq + 1;
   rcv_adv_ = rcv_nxt_;
   take_peer_options(syn);
+  // RFC 3168 6.1.1: an ECN-setup SYN has ECE and CWR both set (a SYN with
+  // only one of them, as from a host that reflects reserved bits, is not);
+  // then our SYN,ACK carries ECE alone and the connection is ECN-capable.
+  ecn_on_ = config_.ecn != EcnMode::kOff && syn.flags.ece() && syn.flags.cwr();
   iss_ = iss;
   snd_una_ = iss;
   snd_nxt_ = iss;
@@ -211,6 +227,8 @@ std::error_code Connection::accept_cookie(const TcpRepr& ack, std::span<const st
   snd_shift_ = rcv_shift_ = 0;
   ts_on_ = false;
   sack_on_ = false;
+  // The cookie's SYN,ACK did not carry ECE: no ECN (RFC 3168 6.1.1).
+  ecn_on_ = false;
   snd_mss_ = std::clamp<std::uint16_t>(mss, config_.min_mss, config_.mss);
   cc_->set_smss(snd_mss_);
   snd_wnd_ = ack.window;
@@ -255,7 +273,7 @@ void Connection::take_peer_options(const TcpRepr& syn) {
 // Segment arrival (RFC 9293 3.10.7)
 
 void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
-                            InboundBuffer* buffer) {
+                            InboundBuffer* buffer, IpEcn ecn) {
   ++counters_.segments_in;
   payload = payload.first(std::min<std::size_t>(payload.size(), seg.payload_len));
   switch (state_) {
@@ -268,7 +286,7 @@ void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> paylo
       on_segment_syn_sent(seg, now);
       return;
     default:
-      on_segment_synchronized(seg, payload, now, buffer);
+      on_segment_synchronized(seg, payload, now, buffer, ecn);
       return;
   }
 }
@@ -301,6 +319,9 @@ void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
   rcv_nxt_ = seg.seq + 1;
   rcv_adv_ = rcv_nxt_;
   take_peer_options(seg);
+  // RFC 3168 6.1.1: ECN if our SYN asked and this is an ECN-setup SYN,ACK
+  // (ECE without CWR). A SYN without ACK (simultaneous open) sets up no ECN.
+  ecn_on_ = ack && ecn_syn_asked_ && seg.flags.ece() && !seg.flags.cwr();
   if (ack) {
     snd_una_ = seg.ack;
     if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
@@ -318,6 +339,7 @@ void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
     }
     retransmits_ = 0;
     rto_deadline_ = Nanos::max();
+    if (ecn_on_) counters_.ecn_negotiated = 1;
     send_ack(now);
     output(now);
     return;
@@ -342,7 +364,7 @@ bool Connection::acceptable(const TcpRepr& seg, std::uint32_t len) const noexcep
 }
 
 void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
-                                         InboundBuffer* buffer) {
+                                         InboundBuffer* buffer, IpEcn ecn) {
   std::uint32_t len = seg_len(seg);
   // RFC 7323 5.3 R1: PAWS, before anything else (an RST is still judged by
   // its sequence number: R1 exempts it so that a peer with a reset clock
@@ -432,6 +454,7 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
       max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
       snd_wl1_ = seg.seq;
       snd_wl2_ = seg.ack;
+      if (ecn_on_) counters_.ecn_negotiated = 1;
       if (shut_wr_) state_ = State::kFinWait1;  // closed before the handshake ended
     } else {
       counters_.drop(SegmentDrop::kAckUnacceptable);
@@ -444,8 +467,9 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
 
   // Sixth, the URG bit: not supported, the data is delivered in line.
 
-  // Seventh, the segment text.
-  bool ack_now = false;
+  // Seventh, the segment text. Its IP ECN field first (RFC 3168 6.1.3): the
+  // ECE it may call for goes on the ACKs this step sends.
+  bool ack_now = ecn_on_ && ecn_on_receive(seg, payload.size(), ecn);
   if (!payload.empty()) {
     if (state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2) {
       if (seg.seq > rcv_nxt_) {
@@ -542,6 +566,7 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     return false;
   }
   const std::uint32_t window = std::uint32_t{seg.window} << snd_shift_;
+  if (ecn_on_ && seg.flags.ece()) ecn_on_echo(seg, now);
   // RFC 6675: with SACK, the scoreboard learns from every acceptable ACK.
   const bool sack_mode = ensure_scoreboard();
   if (sack_mode) {
@@ -558,6 +583,7 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     const std::uint32_t newly = distance(snd_una_, seg.ack);
     snd_una_ = seg.ack;
     if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
+    if (ecn_guard_ && snd_una_ > ecn_recover_) ecn_guard_ = false;  // a new window
 
     // RTT sample (RFC 7323 4.1 with timestamps; RFC 6298 3 Karn otherwise).
     Nanos sample{0};
@@ -629,6 +655,7 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
       ev.style = RecoveryStyle::kNewReno;
       ev.snd_nxt = snd_max_;
       cc_->enter_recovery(ev);
+      ecn_window_reduced();
       in_recovery_ = true;
       recover_ = snd_max_;
       ++counters_.fast_retransmits;
@@ -664,6 +691,7 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
       ev.style = RecoveryStyle::kSack;
       ev.snd_nxt = snd_max_;
       cc_->enter_recovery(ev);
+      ecn_window_reduced();
       sb_->enter_recovery();
       in_recovery_ = true;
       recover_ = snd_max_;
@@ -675,6 +703,58 @@ bool Connection::process_ack(const TcpRepr& seg, Nanos now) {
     if (in_recovery_) sack_send(now);
   }
   return true;
+}
+
+bool Connection::ecn_on_receive(const TcpRepr& seg, std::size_t payload_len, IpEcn ecn) {
+  // RFC 3168 6.1.3: CWR ends the echo (the sender has reduced its window),
+  // then a CE on this very segment starts it again. The CWR is taken from
+  // any segment that got this far, lenient with a sender that puts it on
+  // a pure ACK; forging one takes a segment inside the window.
+  if (seg.flags.cwr() && ece_pending_) {
+    ece_pending_ = false;
+    ++counters_.cwr_received;
+  }
+  // Only data carries ECT (6.1.4), and data outside the window was dropped
+  // before this step (6.1.5: its ECN field is ignored).
+  if (payload_len == 0 || ecn != IpEcn::kCe) return false;
+  ++counters_.ce_received;
+  const bool first = !ece_pending_;
+  ece_pending_ = true;
+  // Echo the first mark at once rather than after the delayed-ACK timer
+  // (as Linux's quick ACK on CE): the sender learns a round trip sooner.
+  return first;
+}
+
+void Connection::ecn_on_echo(const TcpRepr& seg, Nanos now) {
+  ++counters_.ece_received;
+  // Nothing of ours could have been marked before we sent ECT data (the
+  // third ACK of the handshake, say).
+  if (counters_.ect_sent == 0) return;
+  // RFC 3168 6.1.2: once per window of data. ECN-Echo on an ACK up to the
+  // SND.NXT of the last reduction echoes a mark on data sent before it
+  // (the peer echoes until our CWR, which rides on data after it); the
+  // congestion controller's own guard leaves that last ACK out.
+  if (ecn_guard_ && seg.ack <= ecn_recover_) return;
+  EcnEvent ev;
+  ev.ack = seg.ack;
+  ev.snd_nxt = snd_max_;
+  ev.flight_size = flight_size();
+  ev.now = now;
+  if (cc_->on_ecn_ce(ev)) {
+    ++counters_.ecn_cwnd_reductions;
+    ecn_window_reduced();
+  }
+}
+
+void Connection::ecn_window_reduced() noexcept {
+  if (!ecn_on_) return;
+  // RFC 3168 6.1.2: "When an ECN-Capable TCP sender reduces its congestion
+  // window for any reason (because of a retransmit timeout, a Fast
+  // Retransmit, or in response to an ECN Notification)", CWR goes on the
+  // first new data packet after it.
+  cwr_pending_ = true;
+  ecn_guard_ = true;
+  ecn_recover_ = snd_max_;
 }
 
 bool Connection::ensure_scoreboard() {
@@ -767,6 +847,11 @@ TcpRepr Connection::header(SeqNum seq, std::uint8_t flags, Nanos now) const {
   h.src_port = ep_.local_port;
   h.dst_port = ep_.remote_port;
   h.seq = seq;
+  // RFC 3168 6.1.3: ECE on every ACK while a CE mark waits for the peer's CWR.
+  if (ece_pending_ && ecn_on_ && (flags & TcpFlags::kAck) != 0 &&
+      (flags & (TcpFlags::kSyn | TcpFlags::kRst)) == 0) {
+    flags |= TcpFlags::kEce;
+  }
   h.flags = TcpFlags{flags};
   if (h.flags.ack()) h.ack = rcv_nxt_;
   if (ts_on_ && !h.flags.rst()) h.options.timestamps = wire::TcpTimestamps{ts_now(now), ts_recent_};
@@ -776,6 +861,14 @@ TcpRepr Connection::header(SeqNum seq, std::uint8_t flags, Nanos now) const {
         static_cast<std::uint8_t>(ooo_->sack_blocks(h.options.sack_blocks, ts_on_ ? 3 : 4));
   }
   return h;
+}
+
+bool Connection::transmit(const TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b,
+                          IpEcn ecn, Nanos now) {
+  if (!sink_->send_segment_ecn(ep_, h, a, b, ecn, now)) return false;
+  if (h.flags.ece() && !h.flags.syn()) ++counters_.ece_sent;
+  if (h.flags.cwr() && !h.flags.syn()) ++counters_.cwr_sent;
+  return true;
 }
 
 std::uint16_t Connection::window_to_advertise() {
@@ -797,6 +890,19 @@ std::uint16_t Connection::window_to_advertise() {
 
 void Connection::send_syn(bool with_ack, Nanos now) {
   TcpRepr h = header(iss_, with_ack ? (TcpFlags::kSyn | TcpFlags::kAck) : TcpFlags::kSyn, now);
+  const bool again = snd_max_ != iss_;
+  if (with_ack) {
+    // RFC 3168 6.1.1: the ECN-setup SYN,ACK has ECE and not CWR.
+    if (ecn_on_) h.flags = TcpFlags{static_cast<std::uint8_t>(h.flags.bits | TcpFlags::kEce)};
+  } else {
+    // RFC 3168 6.1.1: the ECN-setup SYN has ECE and CWR. Sent again after a
+    // timeout, it no longer asks (6.1.1.1: the first may have been dropped
+    // for asking).
+    ecn_syn_asked_ = config_.ecn == EcnMode::kOn && !again;
+    if (ecn_syn_asked_) {
+      h.flags = TcpFlags{static_cast<std::uint8_t>(h.flags.bits | TcpFlags::kEce | TcpFlags::kCwr)};
+    }
+  }
   h.options.mss = config_.mss;
   // In a SYN,ACK each option only if the peer's SYN had it (RFC 7323 1.3).
   const bool ws = config_.window_scaling && (!with_ack || rcv_shift_ > 0 || snd_shift_ > 0);
@@ -812,7 +918,6 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   // RFC 7323 2.2: a SYN's window is not scaled.
   h.window = static_cast<std::uint16_t>(std::min<std::size_t>(recv_.free_space(), 0xffff));
   if (with_ack) rcv_adv_ = rcv_nxt_ + h.window;
-  const bool again = snd_max_ != iss_;
   if (again) {
     ++counters_.retransmits;
   } else if (!rtt_timing_) {
@@ -824,7 +929,7 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
   h.payload_len = 0;
   ++counters_.segments_out;
-  (void)sink_->send_segment(ep_, h, {}, {}, now);
+  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.1: SYNs are not ECT
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -835,7 +940,7 @@ void Connection::send_ack(Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  (void)sink_->send_segment(ep_, h, {}, {}, now);
+  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);             // RFC 3168 6.1.4: pure ACKs are not ECT
   if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();  // RFC 2883 4: reported once
 }
 
@@ -860,7 +965,7 @@ void Connection::send_rst(SeqNum seq, Nanos now) {
   TcpRepr h = header(seq, TcpFlags::kRst, now);
   h.window = 0;
   ++counters_.segments_out;
-  (void)sink_->send_segment(ep_, h, {}, {}, now);
+  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);
 }
 
 bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
@@ -869,16 +974,24 @@ bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   std::uint8_t flags = TcpFlags::kAck;
   if (fin) flags |= TcpFlags::kFin;
   if (len > 0 && off + len == send_.size()) flags |= TcpFlags::kPsh;
+  const bool retransmission = seq < snd_max_;
+  // RFC 3168 6.1.2 and 6.1.5: new data is ECT(0) and carries the CWR a
+  // window reduction asked for; a retransmission is neither.
+  const bool fresh_data = ecn_on_ && len > 0 && !retransmission;
+  if (fresh_data && cwr_pending_) flags |= TcpFlags::kCwr;
   TcpRepr h = header(seq, flags, now);
   h.window = window_to_advertise();
   h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
-  if (!sink_->send_segment(ep_, h, a, b, now)) {
+  if (!transmit(h, a, b, fresh_data ? IpEcn::kEct0 : IpEcn::kNotEct, now)) {
     // Back-pressure: the segment never left; try again shortly.
     ++counters_.send_refused;
     if (retry_deadline_ == Nanos::max()) retry_deadline_ = now + std::chrono::milliseconds(1);
     return false;
   }
-  const bool retransmission = seq < snd_max_;
+  if (fresh_data) {
+    ++counters_.ect_sent;
+    if (h.flags.cwr()) cwr_pending_ = false;
+  }
   if (retransmission) {
     ++counters_.retransmits;
     counters_.retransmitted_bytes += h.payload_len;
@@ -1056,7 +1169,7 @@ void Connection::on_timer(Nanos now) {
         TcpRepr h = header(snd_nxt_ - 1, TcpFlags::kAck, now);
         h.window = window_to_advertise();
         ++counters_.segments_out;
-        (void)sink_->send_segment(ep_, h, {}, {}, now);
+        (void)transmit(h, {}, {}, IpEcn::kNotEct, now);
         keepalive_deadline_ = now + config_.keepalive_interval;
       }
     }
@@ -1086,7 +1199,7 @@ void Connection::on_timer(Nanos now) {
     TcpRepr h = header(snd_una_ - 1, TcpFlags::kAck, now);
     h.window = window_to_advertise();
     ++counters_.segments_out;
-    (void)sink_->send_segment(ep_, h, {}, {}, now);
+    (void)transmit(h, {}, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.6: window probes are not ECT
     persist_backoff_ = std::min<std::uint32_t>(persist_backoff_ + 1, 16);
     const Nanos next = std::min(rto_ * (std::int64_t{1} << persist_backoff_), config_.max_rto);
     persist_deadline_ = now + next;
@@ -1115,6 +1228,7 @@ void Connection::on_rto(Nanos now) {
   ev.now = now;
   ev.first = retransmits_ == 1;
   cc_->on_rto(ev);
+  if (ev.first) ecn_window_reduced();
   if (sb_) {
     // RFC 2018 8 / RFC 6675 5.1: the receiver may have reneged (ours evicts
     // out-of-order data under pressure), so what it SACKed is forgotten.

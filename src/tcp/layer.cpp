@@ -200,6 +200,20 @@ void add_counters(ConnectionCounters& to, const ConnectionCounters& c) {
   to.window_probes += c.window_probes;
   to.delayed_acks += c.delayed_acks;
   to.ooo_queued += c.ooo_queued;
+  to.keepalive_probes += c.keepalive_probes;
+  to.send_refused += c.send_refused;
+  to.pmtu_updates += c.pmtu_updates;
+  to.pmtu_ignored += c.pmtu_ignored;
+  to.sack_recoveries += c.sack_recoveries;
+  to.dsacks_received += c.dsacks_received;
+  to.ecn_negotiated += c.ecn_negotiated;
+  to.ect_sent += c.ect_sent;
+  to.ce_received += c.ce_received;
+  to.ece_sent += c.ece_sent;
+  to.ece_received += c.ece_received;
+  to.cwr_sent += c.cwr_sent;
+  to.cwr_received += c.cwr_received;
+  to.ecn_cwnd_reductions += c.ecn_cwnd_reductions;
   for (std::size_t d = 0; d < kSegmentDropCount; ++d) to.drops[d] += c.drops[d];
 }
 }  // namespace
@@ -400,7 +414,8 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
       in.buffer = frame->buffer;
       in.payload_offset = static_cast<std::uint16_t>(payload.data() - base);
     }
-    slots_[*i].conn->on_segment(*seg, payload, now, frame ? &in : nullptr);
+    slots_[*i].conn->on_segment(*seg, payload, now, frame ? &in : nullptr,
+                                static_cast<IpEcn>(d.ip.ecn & 0x3));  // RFC 3168 6.1.3
     if (frame && !in.taken) (void)pool_->free(owner_, frame->buffer);
     settle(*i, now);
     return;
@@ -463,8 +478,9 @@ void TcpLayer::send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& s
   h.ack = syn.seq + 1;
   h.flags = wire::TcpFlags{wire::TcpFlags::kSyn | wire::TcpFlags::kAck};
   h.window = static_cast<std::uint16_t>(std::min<std::size_t>(config_.connection.recv_buffer, 0xffff));
-  // Only the MSS: the cookie cannot remember window scaling, timestamps or
-  // SACK, so none is offered.
+  // Only the MSS: the cookie cannot remember window scaling, timestamps,
+  // SACK or ECN, so none is offered (no ECE here: RFC 3168 6.1.1 lets a
+  // host decline ECN in its SYN,ACK, and the client then uses none).
   h.options.mss = config_.connection.mss;
   ++counters_.syn_cookies_sent;
   (void)send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, {}, now);
@@ -569,6 +585,12 @@ void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
 
 bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
                             std::span<const std::byte> b, Nanos now) {
+  return send_segment_ecn(ep, header, a, b, IpEcn::kNotEct, now);
+}
+
+bool TcpLayer::send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header,
+                                std::span<const std::byte> a, std::span<const std::byte> b, IpEcn ecn,
+                                Nanos now) {
   const std::size_t hlen = header.buffer_len();
   const std::size_t total = hlen + a.size() + b.size();
   if (total > scratch_.size()) {
@@ -590,6 +612,7 @@ bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, st
   net::SendOptions opts;
   opts.source = ep.local_addr;
   opts.dont_frag = true;  // RFC 1191 path MTU discovery, as Linux
+  opts.ecn = static_cast<std::uint8_t>(ecn);
   if (iface_->send(ep.remote_addr, kProtocol, std::span(scratch_).first(total), opts, now)) {
     ++counters_.tx_errors;
     return false;
@@ -695,6 +718,14 @@ std::string TcpLayer::format_counters(bool all) const {
   line(t.ooo_queued, "out-of-order segments queued (sacked)");
   line(t.challenge_acks, "challenge acks sent");
   line(t.window_probes, "zero-window probes sent");
+  line(t.ecn_negotiated, "connections with ecn");
+  line(t.ect_sent, "data segments sent ect(0)");
+  line(t.ce_received, "data segments received with ce");
+  line(t.ece_sent, "segments sent with ece");
+  line(t.ece_received, "acks received with ece");
+  line(t.cwr_sent, "segments sent with cwr");
+  line(t.cwr_received, "segments received with cwr (ending ece)");
+  line(t.ecn_cwnd_reductions, "congestion window reductions for ecn");
   for (std::size_t d = 0; d < kSegmentDropCount; ++d) {
     if (all || t.drops[d] != 0) {
       append_counter_line(out, t.drops[d],

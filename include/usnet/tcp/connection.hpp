@@ -36,6 +36,16 @@
 //   - The urgent mechanism is not supported: URG is ignored and the data is
 //     delivered in line (RFC 6093 advises against new uses); an urgent
 //     pointer past the payload is harmless (ROBUSTNESS 9).
+//
+// ECN (RFC 3168 6.1), when both sides agree in the handshake (see EcnMode):
+// new data segments go out with ECT(0) in the IP header (never SYNs, pure
+// ACKs, retransmissions, resets or probes: 6.1.1, 6.1.4-6.1.6); a data
+// segment that arrives with CE makes every ACK carry ECE until a segment
+// with CWR arrives (6.1.3); an ACK with ECE reduces the congestion window
+// as a loss would, at most once per window, and the next new data segment
+// after any window reduction carries CWR (6.1.2). The IP ECN field of a
+// received segment comes in as on_segment()'s `ecn`. A connection without
+// ECN ignores ECE, CWR and CE and marks nothing.
 #pragma once
 
 #include <array>
@@ -76,6 +86,21 @@ enum class State : std::uint8_t {
   kTimeWait,
 };
 const char* to_string(State s) noexcept;
+
+// RFC 3168 5: the two-bit ECN field of the IP header.
+enum class IpEcn : std::uint8_t { kNotEct = 0, kEct1 = 1, kEct0 = 2, kCe = 3 };
+
+// When a connection uses ECN (RFC 3168 6.1.1): both sides must agree in
+// the handshake.
+enum class EcnMode : std::uint8_t {
+  kOff,     // never: our SYNs do not ask, a peer's request is declined
+  kAccept,  // passive: agree when the peer's SYN asks (ECE and CWR both set);
+            // our own SYNs do not ask (Linux's net.ipv4.tcp_ecn = 2, its default)
+  kOn,      // also ask in our SYNs (tcp_ecn = 1); a SYN sent again after a
+            // timeout no longer asks (RFC 3168 6.1.1.1: a middlebox may drop
+            // ECN-setup SYNs), as Linux's tcp_ecn_fallback
+};
+const char* to_string(EcnMode m) noexcept;
 
 struct ConnectionConfig {
   std::size_t send_buffer = std::size_t{256} * 1024;
@@ -127,6 +152,13 @@ struct ConnectionConfig {
   std::uint8_t window_shift = 7;           // the shift we announce (RFC 7323 2.2), <= 14
   std::uint32_t challenge_ack_limit = 10;  // per second, plus up to half again at random
   CongestionAlgorithm congestion = kDefaultCongestionAlgorithm;
+  // ECN (RFC 3168). Accept only, by default, as Linux: a peer that asks
+  // gets it, active opens do not ask. Asking costs nothing against a
+  // compliant peer, but paths with middleboxes that drop ECN-setup SYNs or
+  // ECT packets still exist, and the only fallback here is the SYN
+  // retransmission one (nothing detects a path that drops ECT data); so
+  // an application turns on kOn where it knows its paths.
+  EcnMode ecn = EcnMode::kAccept;
 };
 
 struct Endpoints {
@@ -148,6 +180,17 @@ class SegmentSink {
   virtual bool send_segment(const Endpoints& endpoints, const wire::TcpRepr& header,
                             std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
                             Nanos now) = 0;
+  // The same with the ECN field for the IP header (RFC 3168 5): ECT(0) on
+  // the new data segments of an ECN-capable connection, not-ECT on every
+  // other segment. The connection sends through this one only. The default
+  // drops the codepoint and calls send_segment(), for sinks that have no
+  // IP header to put it in.
+  virtual bool send_segment_ecn(const Endpoints& endpoints, const wire::TcpRepr& header,
+                                std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
+                                IpEcn ecn, Nanos now) {
+    (void)ecn;
+    return send_segment(endpoints, header, payload_a, payload_b, now);
+  }
 };
 
 // Why a segment was dropped, for counters.
@@ -187,6 +230,15 @@ struct ConnectionCounters {
   std::uint64_t pmtu_ignored = 0;  // such messages ignored (sequence not ours, MTU not lower)
   std::uint64_t sack_recoveries = 0;  // RFC 6675 recoveries (also counted in fast_retransmits)
   std::uint64_t dsacks_received = 0;  // D-SACK blocks the peer sent (RFC 2883)
+  // ECN (RFC 3168).
+  std::uint64_t ecn_negotiated = 0;       // 1 once the connection is established with ECN
+  std::uint64_t ect_sent = 0;             // data segments sent with ECT(0)
+  std::uint64_t ce_received = 0;          // data segments that arrived with CE
+  std::uint64_t ece_sent = 0;             // segments sent with ECE (echoing CE)
+  std::uint64_t ece_received = 0;         // acceptable ACKs with ECE
+  std::uint64_t cwr_sent = 0;             // data segments sent with CWR
+  std::uint64_t cwr_received = 0;         // segments with CWR that ended our ECE
+  std::uint64_t ecn_cwnd_reductions = 0;  // congestion window reductions for ECE
   std::array<std::uint64_t, kSegmentDropCount> drops{};
   void drop(SegmentDrop d) noexcept { ++drops[static_cast<std::size_t>(d)]; }
   std::uint64_t dropped(SegmentDrop d) const noexcept { return drops[static_cast<std::size_t>(d)]; }
@@ -220,13 +272,15 @@ class Connection {
   // answered the SYN statelessly with ISN `iss` and has now checked the
   // cookie in `ack`, the third segment: ESTABLISHED at once, with the MSS the
   // cookie carried and no window scaling, timestamps or SACK (the cookie
-  // does not remember them). Then `ack` is processed like any segment.
+  // does not remember them), nor ECN (its SYN,ACK did not agree to it).
+  // Then `ack` is processed like any segment.
   std::error_code accept_cookie(const wire::TcpRepr& ack, std::span<const std::byte> payload, SeqNum iss,
                                 std::uint16_t mss, Nanos now, InboundBuffer* buffer = nullptr);
 
   // A segment for this connection (checksum verified). RFC 9293 3.10.7.
+  // `ecn`: the ECN field of the IP header it came in (RFC 3168 6.1.3).
   void on_segment(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
-                  InboundBuffer* buffer = nullptr);
+                  InboundBuffer* buffer = nullptr, IpEcn ecn = IpEcn::kNotEct);
   // ICMP "fragmentation needed" (RFC 1191) naming next-hop MTU `mtu`, about
   // a segment of ours whose sequence number the ICMP message quotes. Taken
   // only if that number is in [SND.UNA, SND.NXT) (RFC 5927 4.1: an attacker
@@ -285,6 +339,8 @@ class Connection {
   Nanos srtt() const noexcept { return srtt_; }
   bool timestamps_on() const noexcept { return ts_on_; }
   bool sack_on() const noexcept { return sack_on_; }
+  // Both sides agreed to ECN in the handshake (RFC 3168 6.1.1).
+  bool ecn_on() const noexcept { return ecn_on_; }
   // Out-of-order segments held now.
   std::size_t ooo_segments() const noexcept { return ooo_ ? ooo_->size() : 0; }
   std::uint8_t snd_shift() const noexcept { return snd_shift_; }
@@ -298,7 +354,7 @@ class Connection {
   // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
   void on_segment_syn_sent(const wire::TcpRepr& seg, Nanos now);
   void on_segment_synchronized(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
-                               InboundBuffer* buffer);
+                               InboundBuffer* buffer, IpEcn ecn = IpEcn::kNotEct);
   // Moves out-of-order data that now continues the stream into recv_.
   void drain_ooo();
   // Bytes the SACK option of the next segment takes (0 without blocks).
@@ -314,6 +370,14 @@ class Connection {
   // Step five for an acceptable ACK; false if the segment is to be dropped.
   bool process_ack(const wire::TcpRepr& seg, Nanos now);
   void take_peer_options(const wire::TcpRepr& syn);
+  // RFC 3168 6.1.2-6.1.3 for a segment that passed the acceptability,
+  // RST, SYN and ACK checks; true if an ACK should go at once.
+  bool ecn_on_receive(const wire::TcpRepr& seg, std::size_t payload_len, IpEcn ecn);
+  // RFC 3168 6.1.2: an ECN-Echo on an acceptable ACK (before the ACK moves SND.UNA).
+  void ecn_on_echo(const wire::TcpRepr& seg, Nanos now);
+  // Any window reduction (ECN, fast retransmit, timeout): CWR on the next
+  // new data segment, and ECN-Echo for data sent before now is the same event.
+  void ecn_window_reduced() noexcept;
 
   // Output.
   void output(Nanos now);
@@ -324,6 +388,9 @@ class Connection {
   // False if the sink refused it (nothing about the segment is recorded).
   bool send_data(SeqNum seq, std::size_t len, bool fin, Nanos now);
   wire::TcpRepr header(SeqNum seq, std::uint8_t flags, Nanos now) const;
+  // Every segment goes out here (counts ECE and CWR sent).
+  bool transmit(const wire::TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b, IpEcn ecn,
+                Nanos now);
   std::uint16_t window_to_advertise();
   void retransmit_head(Nanos now);
 
@@ -361,6 +428,16 @@ class Connection {
   std::uint8_t rcv_shift_ = 0;  // applied to windows we send
   bool ts_on_ = false;
   bool sack_on_ = false;
+  // ECN (RFC 3168).
+  bool ecn_on_ = false;         // negotiated
+  bool ecn_syn_asked_ = false;  // our last SYN was an ECN-setup SYN (ECE and CWR)
+  bool ece_pending_ = false;    // receiver: CE arrived, ECE on every ACK until CWR (6.1.3)
+  bool cwr_pending_ = false;    // sender: the window was reduced, CWR on the next new data (6.1.2)
+  // Sender: ECN-Echo on ACKs up to and including ecn_recover_ (SND.NXT at the
+  // last window reduction) echoes marks on data sent before that reduction,
+  // which it already answered; lifted once SND.UNA passes it.
+  bool ecn_guard_ = false;
+  SeqNum ecn_recover_;
   std::optional<OooQueue> ooo_;
   std::optional<SackScoreboard> sb_;
   mem::PacketPool* pool_ = nullptr;

@@ -27,6 +27,13 @@
 // addresses are dropped. Listener backlogs bound half-open connections
 // (SYN-RECEIVED) and established connections not yet accepted; a SYN
 // beyond the half-open bound is dropped and counted.
+//
+// ECN (RFC 3168): the IP ECN field of each segment goes to its connection,
+// and the codepoint a connection chooses goes into the IP header of what it
+// sends (connection.hpp). TcpConfig::connection.ecn says whether
+// connections ask for ECN or only accept it. Connections made from SYN
+// cookies have no ECN: the stateless SYN,ACK does not agree to it, since
+// the cookie could not remember that it did.
 #pragma once
 
 #include <array>
@@ -226,7 +233,7 @@ class TcpLayer : private SegmentSink {
     bool steered = false;        // its local port was given to steer_port (active open)
     std::int32_t listener = -1;  // not yet accepted from this listener
     bool queued = false;         // in the listener's accept queue
-        TimerId timer;
+    TimerId timer;
     Nanos armed = Nanos::max();  // the deadline `timer` holds (max: none), so settle() re-arms only on change
     FourTuple key;
   };
@@ -246,6 +253,9 @@ class TcpLayer : private SegmentSink {
   void on_icmp_error(const net::IcmpErrorInfo& e, Nanos now);
   bool send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
                     std::span<const std::byte> b, Nanos now) override;
+  // `ecn` goes into the IP header (RFC 3168 5; SendOptions::ecn).
+  bool send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
+                        std::span<const std::byte> b, IpEcn ecn, Nanos now) override;
   void send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now);
   void send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& syn, Nanos now);
   // The ACK of a cookie exchange for listener `li`: a connection if the
