@@ -188,8 +188,21 @@ void CongestionControl::reduce(Cause cause, std::uint64_t flight_size, Nanos now
 
 bool CongestionControl::enter_recovery(const LossEvent& ev) noexcept {
   if (in_recovery_) return false;
-  reduce(Cause::kLoss, ev.flight_size, ev.now);
-  ++stats_.loss_events;
+  // SND.UNA is about SND.NXT - FlightSize (FlightSize < 2^31: windows are
+  // at most 2^30 bytes, RFC 7323 2.3).
+  const wire::SeqNum una =
+      ev.snd_nxt - static_cast<std::uint32_t>(std::min<std::uint64_t>(ev.flight_size, 1u << 31));
+  if (ecn_guard_ && ecn_guard_from_ecn_ &&
+      wire::in_window(una, ecn_window_start_, distance(ecn_window_start_, ecn_recover_))) {
+    // RFC 3168 6.1.2: the ECN-Echo already reduced for this window; the
+    // loss is the same congestion. Recovery from the window it left.
+    ++stats_.losses_after_ecn;
+    cwnd_ = clamp_cwnd(std::min(cwnd_, ssthresh_));
+    skip_next_growth_ = false;
+  } else {
+    reduce(Cause::kLoss, ev.flight_size, ev.now);
+    ++stats_.loss_events;
+  }
   in_recovery_ = true;
   recovery_style_ = ev.style;
   recovery_flight_ = ev.flight_size;
@@ -203,11 +216,9 @@ bool CongestionControl::enter_recovery(const LossEvent& ev) noexcept {
   // A loss is the congestion signal for this window; an ECN-Echo for the
   // same data must not reduce again (RFC 3168 6.1.2).
   ecn_guard_ = true;
+  ecn_guard_from_ecn_ = false;
   ecn_recover_ = ev.snd_nxt;
-  // SND.UNA is about SND.NXT - FlightSize (FlightSize < 2^31: windows are
-  // at most 2^30 bytes, RFC 7323 2.3).
-  ecn_window_start_ =
-      ev.snd_nxt - static_cast<std::uint32_t>(std::min<std::uint64_t>(ev.flight_size, 1u << 31));
+  ecn_window_start_ = una;
   return true;
 }
 
@@ -250,6 +261,7 @@ bool CongestionControl::on_ecn_ce(const EcnEvent& ev) noexcept {
   reduce(Cause::kEcn, ev.flight_size, ev.now);
   ++stats_.ecn_reductions;
   ecn_guard_ = true;
+  ecn_guard_from_ecn_ = true;
   ecn_window_start_ = ev.ack;
   ecn_recover_ = ev.snd_nxt;
   skip_next_growth_ = true;

@@ -541,6 +541,73 @@ TEST(TcpEcn, Rfc3168_6_1_2_EceReducesOncePerWindowAndCwrGoesOnNextNewData) {
   p.pump();
 }
 
+TEST(TcpEcn, Rfc3168_6_1_2_LossInAWindowEcnAlreadyReducedForDoesNotReduceAgain) {
+  // "the TCP sender SHOULD NOT decrease the slow-start threshold, ssthresh,
+  // if it has been decreased within the last round trip time": the
+  // controller alone, both algorithms.
+  for (const auto algo : {CongestionAlgorithm::kNewReno, CongestionAlgorithm::kCubic}) {
+    CongestionConfig cfg;
+    cfg.smss = 1000;
+    auto cc = std::move(*make_congestion_control(algo, cfg));
+    const SeqNum una(0xfffff000u);  // across the wrap
+    const SeqNum nxt = una + 10000;
+    ASSERT_TRUE(cc->on_ecn_ce(EcnEvent{una + 1000, nxt, 10000, 1s}));
+    const std::uint64_t ssthresh = cc->ssthresh();
+    // Segment una+2000 is lost: data from before the reduction.
+    ASSERT_TRUE(cc->enter_recovery(LossEvent{8000, 1s + 1ms, RecoveryStyle::kSack, nxt}));
+    EXPECT_TRUE(cc->in_recovery());
+    EXPECT_EQ(cc->ssthresh(), ssthresh) << to_string(algo);
+    EXPECT_LE(cc->cwnd(), ssthresh);
+    EXPECT_EQ(cc->stats().loss_events, 0u);
+    EXPECT_EQ(cc->stats().losses_after_ecn, 1u);
+    cc->on_recovery_exit(4000, 2s);
+    // A loss of data sent after the reduction is new congestion.
+    const SeqNum later = nxt + 20000;
+    ASSERT_TRUE(cc->enter_recovery(LossEvent{4000, 3s, RecoveryStyle::kSack, later}));
+    EXPECT_LT(cc->ssthresh(), ssthresh) << to_string(algo);
+    EXPECT_EQ(cc->stats().loss_events, 1u);
+  }
+}
+
+TEST(TcpEcn, Rfc3168_6_1_2_ConnectionLossAfterEceRecoversWithoutASecondReduction) {
+  Pair p(EcnMode::kOn, EcnMode::kAccept);
+  p.handshake();
+  const std::uint32_t mss = p.a().peer_mss();
+  const Bytes data = pattern(std::size_t{10} * mss, 16);
+  ASSERT_EQ(*p.a().send(data, p.now()), data.size());
+  std::vector<Segment> segs;
+  while (!p.sink_a().out.empty()) segs.push_back(p.take_from_a());
+  ASSERT_EQ(segs.size(), 10u);
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    if (i != 2) p.to_b(segs[i]);  // the third is lost
+  }
+  ASSERT_EQ(p.sink_b().out.size(), 9u);  // two ACKs, seven duplicates
+  bool first = true;
+  std::uint64_t ssthresh_after_ecn = 0;
+  while (!p.sink_b().out.empty()) {
+    Segment ack = p.take_from_b();
+    if (first) ack.h.flags = TcpFlags{static_cast<std::uint8_t>(ack.h.flags.bits | TcpFlags::kEce)};
+    p.to_a(ack);
+    if (first) ssthresh_after_ecn = p.a().congestion().ssthresh();
+    first = false;
+  }
+  EXPECT_EQ(p.a().counters().ecn_cwnd_reductions, 1u);
+  EXPECT_EQ(p.a().counters().fast_retransmits, 1u);
+  EXPECT_EQ(p.a().congestion().ssthresh(), ssthresh_after_ecn);
+  EXPECT_EQ(p.a().congestion().stats().loss_events, 0u);
+  EXPECT_EQ(p.a().congestion().stats().losses_after_ecn, 1u);
+  // The fast retransmission is neither ECT nor CWR; the data all arrives.
+  ASSERT_FALSE(p.sink_a().out.empty());
+  EXPECT_EQ(p.sink_a().out.front().h.seq, segs[2].h.seq);
+  EXPECT_EQ(p.sink_a().out.front().ecn, IpEcn::kNotEct);
+  EXPECT_FALSE(p.sink_a().out.front().h.flags.cwr());
+  for (int i = 0; i < 100 && p.b().readable() < data.size(); ++i) {
+    p.pump();
+    p.advance(10ms);
+  }
+  EXPECT_EQ(p.b().readable(), data.size());
+}
+
 TEST(TcpEcn, Rfc3168_6_1_2_CwrFollowsALossReductionToo) {
   // "When an ECN-Capable TCP sender reduces its congestion window for any
   // reason": a retransmission timeout here.

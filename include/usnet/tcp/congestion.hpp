@@ -154,6 +154,7 @@ struct CongestionStats {
   std::uint64_t rto_events = 0;               // on_rto calls
   std::uint64_t ecn_reductions = 0;           // ECN-Echo that reduced the window
   std::uint64_t ecn_ignored = 0;              // ECN-Echo within a window already reduced, or in recovery
+  std::uint64_t losses_after_ecn = 0;         // recoveries an ECN reduction had paid for (no second one)
   std::uint64_t undos = 0;                    // undo_last_reduction calls that restored state
   std::uint64_t cwnd_capped = 0;              // growth stopped at max_cwnd
   std::uint64_t dupack_inflation_capped = 0;  // duplicate ACKs beyond FlightSize, not inflating cwnd
@@ -184,7 +185,11 @@ class CongestionControl {
   // (NewReno: ssthresh = max(FlightSize/2, 2*SMSS), RFC 5681 eq. 4; CUBIC:
   // ssthresh = 0.7*cwnd, W_max with fast convergence, RFC 9438 4.6-4.7),
   // then cwnd per ev.style. Ignored (returns false) when already in
-  // recovery: the connection's `recover` check should prevent that.
+  // recovery: the connection's `recover` check should prevent that. A loss
+  // of data sent before an ECN reduction (SND.UNA = ev.snd_nxt -
+  // FlightSize inside that reduction's window) enters recovery without a
+  // second decrease: RFC 3168 6.1.2, ssthresh "SHOULD NOT" be decreased
+  // again within the round trip (as Linux, entering Recovery from CWR).
   bool enter_recovery(const LossEvent& ev) noexcept;
 
   // The full ACK ending recovery: RFC 6582 3.2 step 3 option 1,
@@ -280,6 +285,7 @@ class CongestionControl {
   // more bytes are acknowledged cannot swallow later signals (modular
   // comparison would call those ACKs "before" ecn_recover_ again).
   bool ecn_guard_ = false;
+  bool ecn_guard_from_ecn_ = false;  // set by an ECN reduction (not by a loss)
   wire::SeqNum ecn_window_start_{};
   wire::SeqNum ecn_recover_{};
   bool skip_next_growth_ = false;  // the ACK that carried the ECN-Echo
