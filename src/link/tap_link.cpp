@@ -175,9 +175,13 @@ std::size_t TapLink::rx_burst(std::span<Frame> out, Nanos /*now*/) {
     iovec iov[2] = {{mem.data(), mem.size()}, {spill, sizeof spill}};
     const ssize_t r = ::readv(fd_, iov, 2);
     if (r <= 0) {
+      const int e = r < 0 ? errno : EAGAIN;
       (void)pool_.free(owner_, *buf);
-      if (r < 0 && errno == EINTR) continue;
-      break;  // EAGAIN: drained; anything else: nothing to read now
+      if (e == EINTR) continue;
+      // EAGAIN: drained. Anything else (EBADF, EIO: the device is gone or
+      // detached) is counted, so a link that stops receiving says why.
+      if (e != EAGAIN && e != EWOULDBLOCK) ++counters_.rx_errors;
+      break;
     }
     const auto len = static_cast<std::size_t>(r);
     if (len > mem.size()) {

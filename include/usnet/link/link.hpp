@@ -65,6 +65,7 @@ struct LinkCounters {
   std::uint64_t rx_too_long = 0;   // a frame longer than a buffer, dropped
   std::uint64_t tx_full = 0;       // tx_burst could not take every frame offered
   std::uint64_t tx_errors = 0;     // the device refused a frame
+  std::uint64_t rx_errors = 0;     // reading from the device failed (not "nothing to read")
 };
 
 // Traffic that is the stack's, for a link that shares its device with the
