@@ -406,7 +406,8 @@ const VethTopology* topology(std::string& error) {
       in(t->ns_a, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
       in(t->ns_b, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
       // Made in this namespace and moved: the ends keep distinct ifindexes.
-      {ip, "link", "add", t->if_a, "type", "veth", "peer", "name", t->if_b},
+      {ip, "link", "add", t->if_a, "numtxqueues", "1", "numrxqueues", "1", "type", "veth", "peer", "name",
+       t->if_b, "numtxqueues", "1", "numrxqueues", "1"},
       {ip, "link", "set", t->if_a, "netns", t->ns_a},
       {ip, "link", "set", t->if_b, "netns", t->ns_b},
       {ip, "-n", t->ns_a, "addr", "add", "198.18.1.1/24", "dev", t->if_a},

@@ -19,6 +19,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <string_view>
 #include <utility>
 
 #include "link/xdp/steer_object.hpp"
@@ -44,6 +46,17 @@ LinkError error(const std::string& uri, int e, const std::string& what) {
 }
 
 std::string describe_errno(int e) { return std::strerror(e); }
+
+// The device's receive queues, from /sys/class/net/IF/queues/rx-N (this
+// network namespace's sysfs); 0 if they cannot be read.
+std::uint32_t count_rx_queues(const std::string& ifname) {
+  std::error_code ec;
+  std::uint32_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/sys/class/net/" + ifname + "/queues", ec)) {
+    if (std::string_view(e.path().filename().native()).starts_with("rx-")) ++n;
+  }
+  return ec ? 0 : n;
+}
 
 std::string privilege_hint(int e) {
   if (e == EPERM || e == EACCES) return " (needs CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF: run as root)";
@@ -335,6 +348,7 @@ Expected<std::unique_ptr<AfXdpLink>, LinkError> AfXdpLink::open(const AfXdpOptio
 
   std::unique_ptr<AfXdpLink> link(new AfXdpLink(std::move(impl), std::move(info), pool, owner, options));
   link->zero_copy_ = zero_copy;
+  link->device_rx_queues_ = count_rx_queues(name);
   link->impl_->notes = std::move(log);
   link->refill();
   return link;
@@ -580,11 +594,12 @@ XdpSteerCounters AfXdpLink::steer_counters() const noexcept {
   const int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return c;
   std::vector<std::uint64_t> values(static_cast<std::size_t>(cpus));
-  for (std::uint32_t key = 0; key < 2; ++key) {
+  std::uint64_t* const out[] = {&c.redirected, &c.passed, &c.wrong_queue};
+  for (std::uint32_t key = 0; key < std::size(out); ++key) {
     if (bpf_map_lookup_elem(impl_->stats_fd, &key, values.data()) != 0) continue;
     std::uint64_t sum = 0;
     for (std::uint64_t v : values) sum += v;
-    (key == 0 ? c.redirected : c.passed) = sum;
+    *out[key] = sum;
   }
   return c;
 }

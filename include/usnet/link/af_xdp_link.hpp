@@ -89,6 +89,10 @@ struct AfXdpOptions {
 struct XdpSteerCounters {
   std::uint64_t redirected = 0;  // frames sent to the socket
   std::uint64_t passed = 0;      // frames left to the kernel
+  // Frames usnet serves that arrived on a receive queue usnet has no
+  // socket on; the kernel got them. Non-zero means the device spreads
+  // usnet's traffic over more queues than the one the link reads.
+  std::uint64_t wrong_queue = 0;
 };
 
 class AfXdpLink final : public Link {
@@ -128,6 +132,12 @@ class AfXdpLink final : public Link {
   // The warnings libbpf and libxdp gave while the link opened (why the
   // dispatcher was not used, say); empty if none.
   const std::string& attach_notes() const noexcept;
+  // Receive queues the device has (from sysfs; 0 if unknown). The link
+  // reads one: with more, the device may put usnet's traffic on a queue the
+  // link does not read (XdpSteerCounters::wrong_queue counts it), unless
+  // the device is set to one queue ("ethtool -L IF combined 1") or steers
+  // usnet's flows to this queue.
+  std::uint32_t device_rx_queues() const noexcept { return device_rx_queues_; }
   // Buffers now lent to the kernel (fill ring, RX not yet read, TX not yet
   // completed).
   std::size_t buffers_lent() const noexcept { return lent_count_; }
@@ -158,6 +168,7 @@ class AfXdpLink final : public Link {
   std::uint32_t fill_target_ = 0;
   std::uint32_t busy_poll_us_ = 0;
   bool zero_copy_ = false;
+  std::uint32_t device_rx_queues_ = 0;
   bool steer_all_ = false;
   std::vector<std::uint8_t> lent_;  // per buffer: 1 while the kernel holds it
   std::size_t lent_count_ = 0;

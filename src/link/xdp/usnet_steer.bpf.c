@@ -28,7 +28,8 @@
 
 #define USNET_STAT_REDIRECTED 0
 #define USNET_STAT_PASSED 1
-#define USNET_STAT_COUNT 2
+#define USNET_STAT_NO_SOCKET 2  // usnet's, but on a queue with no usnet socket: passed
+#define USNET_STAT_COUNT 3
 
 struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -71,7 +72,7 @@ static __always_inline int count(__u32 which, int verdict) {
 
 static __always_inline int to_usnet(struct xdp_md *ctx) {
   int verdict = bpf_redirect_map(&usnet_xsks, ctx->rx_queue_index, XDP_PASS);
-  return count(verdict == XDP_REDIRECT ? USNET_STAT_REDIRECTED : USNET_STAT_PASSED, verdict);
+  return count(verdict == XDP_REDIRECT ? USNET_STAT_REDIRECTED : USNET_STAT_NO_SOCKET, verdict);
 }
 
 static __always_inline int to_kernel(void) { return count(USNET_STAT_PASSED, XDP_PASS); }
