@@ -44,12 +44,7 @@ TEST(AfXdpCoexistence, KernelAndUsnetAnswerOnTheSameInterface) {
     return sh(kCli + " udp-server --link af_xdp:" + ifname + " --addr 198.18.0.1/24 --duration 10", 20);
   });
   // usnet is up once it answers a ping (bounded: 20 tries of 1 s at most).
-  CmdResult warm;
-  for (int i = 0; i < 20; ++i) {
-    warm = ns->exec("ping -c 1 -W 1 198.18.0.1", 5);
-    if (warm.status == 0) break;
-  }
-  ASSERT_EQ(warm.status, 0) << "usnet never answered: " << warm.output;
+  ASSERT_EQ(ns->wait_for_answer(), "");
 
   // Both answer ping and ARP, on one MAC address.
   auto ping_usnet = ns->exec("ping -c 20 -i 0.01 -W 2 198.18.0.1", 15);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -158,8 +159,11 @@ Expected<PeerNamespace, std::string> PeerNamespace::with_veth(std::string_view p
   }
   const std::string m = std::to_string(mtu);
   if (auto r = sh("ip netns add " + p.ns_); r.status != 0) return fail("ip netns add", r);
-  if (auto r = sh("ip link add " + p.usnet_if_ + " mtu " + m + " type veth peer name " + p.peer_if_ +
-                  " mtu " + m + " netns " + p.ns_);
+  // One queue each way: AF_XDP reads one receive queue, and a veth with
+  // more (one per CPU by default) would put some flows on another.
+  if (auto r = sh("ip link add " + p.usnet_if_ + " mtu " + m +
+                  " numtxqueues 1 numrxqueues 1 type veth peer name " + p.peer_if_ + " mtu " + m +
+                  " numtxqueues 1 numrxqueues 1 netns " + p.ns_);
       r.status != 0) {
     return fail("ip link add veth", r);
   }
@@ -256,6 +260,32 @@ wire::MacAddr PeerNamespace::peer_mac() const {
 
 CmdResult PeerNamespace::exec(const std::string& cmd, int timeout_s) const {
   return run({"/usr/sbin/ip", "netns", "exec", ns_, "/bin/sh", "-c", cmd}, timeout_s);
+}
+
+std::string PeerNamespace::wait_for_answer(std::string_view addr, int tries) const {
+  CmdResult r;
+  std::string attempts;  // status and duration of each try, for the failure message
+  for (int i = 0; i < tries; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    r = exec("ping -c 1 -W 1 " + std::string(addr), 5);
+    if (r.status == 0) return {};
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    attempts += " " + std::to_string(r.status) + "/" + std::to_string(ms) + "ms";
+  }
+  return std::string(addr) + " never answered ping (" + std::to_string(tries) +
+         " tries, status/time:" + attempts + "): " + r.output + diagnose();
+}
+
+std::string PeerNamespace::diagnose() const {
+  std::string out = "\n--- links in " + ns_ + ":\n" + exec("ip -s -d link show", 5).output;
+  out += "--- neighbours and routes in " + ns_ + ":\n" + exec("ip neigh show; ip -4 route show", 5).output;
+  if (!usnet_if_.empty()) out += "--- " + usnet_if_ + ":\n" + sh("ip -s -d link show " + usnet_if_, 5).output;
+  out += "--- TUN/TAP devices in the root namespace:\n" + sh("ip -d link show type tun", 5).output;
+  out +=
+      "--- usnet processes:\n" + sh("ps -eo pid,stat,etimes,pcpu,wchan:20,args | grep '[u]snet '", 5).output;
+  out += "--- kernel messages:\n" + sh("dmesg 2>/dev/null | tail -n 15", 5).output;
+  return out;
 }
 
 std::string prepare_af_xdp_peer(const PeerNamespace& ns) {

@@ -80,6 +80,15 @@ class PeerNamespace {
   // Runs `cmd` inside the namespace.
   CmdResult exec(const std::string& cmd, int timeout_s = 30) const;
 
+  // Pings `addr` from inside the namespace until it answers, at most
+  // `tries` times, one second each. Empty once it answered; otherwise what
+  // ping said and diagnose().
+  std::string wait_for_answer(std::string_view addr = "198.18.0.1", int tries = 20) const;
+  // For a failure message: the links in the namespace with their counters,
+  // TUN/TAP devices in the root namespace, the usnet processes running and
+  // the kernel's last messages.
+  std::string diagnose() const;
+
  private:
   PeerNamespace() = default;
   // Brings the peer end up with its MTU and addresses; an error text or empty.

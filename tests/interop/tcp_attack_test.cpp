@@ -143,20 +143,20 @@ class TcpAttack : public testing::Test {
     server_ = std::async(std::launch::async, [this, cmd, duration_s] {
       return af_packet() ? sh(cmd, duration_s + 15) : ns_->exec(cmd, duration_s + 15);
     });
-    CmdResult warm;
-    for (int i = 0; i < 20; ++i) {
-      warm = ns_->exec("ping -c 1 -W 1 198.18.0.1", 5);
-      if (warm.status == 0) return;
+    if (const std::string why = ns_->wait_for_answer(); !why.empty()) {
+      (void)sh("kill -INT " + server_pid(), 5);
+      FAIL() << why << "\nusnet's report: " << server_report().output;
     }
-    FAIL() << "usnet never answered ping: " << warm.output;
   }
   std::string server_pid() const { return sh("tr -d '\\n' < " + dir_ + "/pid").output; }
   // The server's output (counters) once it has stopped; printed too with
   // USNET_ATTACK_VERBOSE set.
   CmdResult server_report() {
-    auto r = server_.get();
-    if (std::getenv("USNET_ATTACK_VERBOSE") != nullptr) std::cout << r.output;
-    return r;
+    if (server_.valid()) {
+      report_ = server_.get();
+      if (std::getenv("USNET_ATTACK_VERBOSE") != nullptr) std::cout << report_.output;
+    }
+    return report_;
   }
 
   // Runs one scenario of the script in the namespace.
@@ -190,6 +190,7 @@ class TcpAttack : public testing::Test {
   std::optional<PeerNamespace> ns_;
   std::string dir_;
   std::future<CmdResult> server_;
+  CmdResult report_;  // the server's, once it has stopped
 };
 
 // ROBUSTNESS 3, RFC 5961 3.2: an RST inside the window but not at RCV.NXT

@@ -60,14 +60,10 @@ class TcpHttp : public testing::TestWithParam<Kind> {
     return sh("sha256sum " + path + " | cut -c1-64").output;
   }
   // Waits until usnet answers ping (it is up), bounded.
-  void wait_for_usnet() const {
-    CmdResult warm;
-    for (int i = 0; i < 20; ++i) {
-      warm = ns_->exec("ping -c 1 -W 1 198.18.0.1", 5);
-      if (warm.status == 0) return;
-    }
-    FAIL() << "usnet never answered: " << warm.output;
-  }
+  void wait_for_usnet() const { ASSERT_EQ(ns_->wait_for_answer(), ""); }
+  // Stops the usnet command started by this test (it reports its counters
+  // as it goes).
+  void stop_usnet() const { (void)sh("pkill -INT -f -- '--root " + dir_ + "/www'", 5); }
   // curl GET of `name` into `out`, then curl PUT of it back; checks both
   // digests against `sum`.
   void curl_both_ways(const std::string& name, const std::string& sum) const {
@@ -95,6 +91,10 @@ TEST_P(TcpHttp, CurlDownloadsAndUploads100MiBByteExact) {
                  220);
   });
   wait_for_usnet();
+  if (HasFatalFailure()) {
+    stop_usnet();
+    FAIL() << "usnet's report: " << server.get().output;
+  }
   curl_both_ways("big", sum);
   const auto s = server.get();
   EXPECT_EQ(s.status, 0) << s.output;
@@ -141,6 +141,10 @@ TEST_P(TcpHttp, TransfersSurviveLossReorderingAndDuplication) {
       return counter(ns_->exec("nstat -az TcpExtTCPSackRecovery", 5).output, "");
     };
     wait_for_usnet();
+    if (HasFatalFailure()) {
+      stop_usnet();
+      FAIL() << "usnet's report: " << server.get().output;
+    }
     const std::uint64_t recoveries_before = kernel_sack_recoveries();
     curl_both_ways("mid", sum);
     const auto s = server.get();

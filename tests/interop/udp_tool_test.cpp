@@ -91,12 +91,7 @@ TEST_P(UdpTool, KernelClientGetsByteExactEchoesFromUsnet) {
     return usnet("udp-server --link " + link_uri() + " --addr 198.18.0.1/24 --duration 10", 20);
   });
   // Wait until usnet answers, then send with the kernel's UDP and compare.
-  CmdResult warm;
-  for (int i = 0; i < 20; ++i) {
-    warm = ns_->exec("ping -c 1 -W 1 198.18.0.1", 5);
-    if (warm.status == 0) break;
-  }
-  ASSERT_EQ(warm.status, 0) << "usnet never came up: " << warm.output;
+  ASSERT_EQ(ns_->wait_for_answer(), "");
   const std::string dir = "/tmp/usnet-udp-" + std::to_string(::getpid());
   for (int size : {64, 8000}) {
     SCOPED_TRACE(size);
