@@ -226,6 +226,23 @@ ConnectionCounters TcpLayer::connection_totals() const noexcept {
   return t;
 }
 
+std::size_t TcpLayer::connections_delivering() const noexcept {
+  std::size_t n = 0;
+  for (const Slot& s : slots_) {
+    if (!s.conn) continue;
+    const State st = s.conn->state();
+    if (st == State::kTimeWait || st == State::kFinWait2 || st == State::kClosed) continue;
+    // Established or half-closed with everything sent and acknowledged
+    // waits on the peer, not on us.
+    if ((st == State::kEstablished || st == State::kCloseWait) && s.conn->snd_una() == s.conn->snd_nxt() &&
+        s.conn->send_queued() == 0) {
+      continue;
+    }
+    ++n;
+  }
+  return n;
+}
+
 void TcpLayer::free_slot(std::uint32_t i) {
   Slot& s = slots_[i];
   add_counters(freed_totals_, s.conn->counters());

@@ -98,6 +98,7 @@ struct ServerOptions {
   std::string root = ".";
   double duration_s = 0;
   std::uint32_t max_requests = 0;  // stop after this many responses (0: no limit)
+  double close_grace_s = 0;        // then wait this long for clients to close first
 };
 
 class HttpConnection {
@@ -366,31 +367,57 @@ int run_server(const ServerOptions& opt) {
                                       : link::Nanos::max();
   std::vector<std::unique_ptr<HttpConnection>> conns;
   std::uint64_t responses = 0, accepted = 0;
-  while (!g_stop.load() && ToolStack::now() < end &&
-         (opt.max_requests == 0 || responses < opt.max_requests)) {
+  std::size_t most_at_once = 0;
+  // One pass: accept new connections (while serving), move every
+  // connection on, close and drop the finished ones. True if anything moved.
+  auto pass = [&](bool accepting) {
     (*stack)->poll();
     const auto now = ToolStack::now();
     bool busy = false;
-    while (auto s = listener->accept()) {
+    while (accepting) {
+      auto s = listener->accept();
+      if (!s) break;
       conns.push_back(std::make_unique<HttpConnection>(std::move(*s), opt));
       ++accepted;
       busy = true;
     }
+    most_at_once = std::max(most_at_once, conns.size());
     for (auto& c : conns) busy = c->step(now, responses) || busy;
     std::erase_if(conns, [now](const std::unique_ptr<HttpConnection>& c) {
       if (!c->done()) return false;
       c->close(now);
       return true;
     });
-    if (!busy) (*stack)->wait(end);
+    return busy;
+  };
+  while (!g_stop.load() && ToolStack::now() < end &&
+         (opt.max_requests == 0 || responses < opt.max_requests)) {
+    if (!pass(true)) (*stack)->wait(end);
   }
-  // Let the last responses and FINs go out (bounded).
-  const auto drain_end = ToolStack::now() + std::chrono::milliseconds(500);
+  // Clients that close first leave no TIME-WAIT here: give them the grace
+  // asked for (bounded by the duration and Ctrl-C), and the connections
+  // already closed here the time to finish their closing handshake (a lost
+  // FIN is sent again after a timeout).
+  const auto grace_end = std::min(
+      end, ToolStack::now() +
+               std::chrono::duration_cast<link::Nanos>(std::chrono::duration<double>(opt.close_grace_s)));
+  while (!g_stop.load() && (!conns.empty() || (*stack)->tcp().connection_count() > 0) &&
+         ToolStack::now() < grace_end) {
+    if (!pass(false)) (*stack)->wait(grace_end);
+  }
+  // Let the last responses and FINs be delivered (bounded: a peer that
+  // stops reading cannot hold the server).
+  const auto drain_end = ToolStack::now() + std::chrono::seconds(10);
   for (auto& c : conns) c->close(ToolStack::now());
-  while (ToolStack::now() < drain_end && (*stack)->tcp().connection_count() > 0) {
+  while (!g_stop.load() && ToolStack::now() < drain_end && (*stack)->tcp().connections_delivering() > 0) {
     (*stack)->run_once(drain_end);
   }
-  fmt::print("{} connections accepted, {} responses\n{}", accepted, responses, (*stack)->format_counters());
+  fmt::print("{} connections accepted, {} responses\n{} connections open at most at once\n{}", accepted,
+             responses, most_at_once, (*stack)->format_counters());
+  // Every handle goes before the stack does.
+  conns.clear();
+  *listener = tcp::TcpListener{};
+  fmt::print("{} packet buffers in use after shutdown\n", (*stack)->shutdown());
   return 0;
 }
 
@@ -527,6 +554,9 @@ void add_http(CLI::App& app, std::function<int()>& run) {
   s->add_option("-d,--duration", server->duration_s, "Seconds to run (0: until Ctrl-C)")
       ->check(CLI::Range(0.0, 86400.0));
   s->add_option("--max-requests", server->max_requests, "Stop after this many responses (0: no limit)");
+  s->add_option("--close-grace", server->close_grace_s,
+                "After the last response, wait up to this many seconds for clients to close first")
+      ->check(CLI::Range(0.0, 3600.0));
   s->callback([&run, server] { run = [server] { return run_server(*server); }; });
 
   auto get = std::make_shared<GetOptions>();

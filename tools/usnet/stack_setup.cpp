@@ -100,6 +100,15 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
     fmt::print("af_xdp: {} mode, XDP program attached in {} mode{}\n",
                xdp->zero_copy() ? "zero-copy" : "copy", xdp->xdp_mode(),
                xdp->shares_xdp_hook() ? " through libxdp's dispatcher" : " alone");
+    if (xdp->device_rx_queues() > 1) {
+      std::string ifname = opt.link.substr(opt.link.find(':') + 1);
+      ifname = ifname.substr(0, ifname.find('?'));
+      fmt::print(stderr,
+                 "usnet: warning: {} has {} receive queues and usnet reads one: frames the device puts on "
+                 "another queue go to the kernel (set one queue with 'ethtool -L {} combined 1', or steer "
+                 "usnet's flows to its queue)\n",
+                 ifname, xdp->device_rx_queues(), ifname);
+    }
   }
   if (!opt.pcap.empty()) {
     // pcap wants wall-clock times; the stack runs on the monotonic clock.
@@ -184,10 +193,19 @@ std::string ToolStack::format_counters() const {
   std::string out = iface_->format_counters();
   if (udp_) out += udp_->format_counters();
   if (tcp_) out += tcp_->format_counters();
+  const link::LinkCounters& l = link_->counters();
+  out += fmt::format(
+      "Link ({}):\n    {} frames received\n    {} frames sent\n    {} receive errors\n    {} send errors\n"
+      "    {} times the link's transmit queue was full\n    {} frames waiting while no buffer was free\n"
+      "    {} frames too long, dropped\n",
+      link_->info().name, l.rx_frames, l.tx_frames, l.rx_errors, l.tx_errors, l.tx_full, l.rx_no_buffer,
+      l.rx_too_long);
   if (xdp_ != nullptr) {
     const auto c = xdp_->steer_counters();
-    out += fmt::format("Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n",
-                       c.redirected, c.passed);
+    out += fmt::format(
+        "Af_xdp:\n    {} frames steered to usnet\n    {} frames passed to the kernel\n"
+        "    {} frames for usnet on a receive queue it does not read (passed to the kernel)\n",
+        c.redirected, c.passed, c.wrong_queue);
   }
   if (faults_ != nullptr) {
     for (const bool rx : {true, false}) {
@@ -202,13 +220,20 @@ std::string ToolStack::format_counters() const {
   return out;
 }
 
-ToolStack::~ToolStack() {
+ToolStack::~ToolStack() { (void)shutdown(); }
+
+std::size_t ToolStack::shutdown() {
   // Layers above give their buffers back before the pool goes.
+  faults_ = nullptr;
+  xdp_ = nullptr;
   tcp_.reset();
   udp_.reset();
   iface_.reset();
   link_.reset();
-  if (pool_) (void)pool_->remove_owner(owner_);
+  if (!pool_) return 0;
+  const std::size_t left = pool_->in_use();
+  (void)pool_->remove_owner(owner_);
+  return left;
 }
 
 void ToolStack::poll() {

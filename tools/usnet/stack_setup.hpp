@@ -47,6 +47,10 @@ class ToolStack {
  public:
   static Expected<std::unique_ptr<ToolStack>, std::string> open(const StackOptions& opt);
   ~ToolStack();
+  // Closes the layers and the link, top down (every handle into them must
+  // be gone by now), and returns how many packet buffers are still in use
+  // afterwards: 0 unless something leaked. The stack is unusable after.
+  std::size_t shutdown();
 
   net::Interface& iface() { return *iface_; }
   link::Link& link() { return *link_; }

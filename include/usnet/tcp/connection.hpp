@@ -320,6 +320,8 @@ class Connection {
   bool eof() const noexcept { return fin_received_ && recv_.empty(); }
   std::size_t readable() const noexcept { return recv_.size(); }
   std::size_t writable() const noexcept { return shut_wr_ ? 0 : send_.free_space(); }
+  // Bytes in the send buffer: not yet sent, or sent and not yet acknowledged.
+  std::size_t send_queued() const noexcept { return send_.size(); }
   // The error that ended the connection (ECONNRESET, ECONNREFUSED,
   // ETIMEDOUT), or none.
   std::error_code error() const noexcept { return error_; }

@@ -214,6 +214,11 @@ class TcpLayer : private SegmentSink {
   const TcpCounters& counters() const noexcept { return counters_; }
   // Connections in the layer (any state but the freed).
   std::size_t connection_count() const noexcept { return live_; }
+  // Connections that still have data or a FIN of ours to deliver (or, not
+  // yet established, a handshake to finish): the ones a program that stops
+  // should wait for. TIME-WAIT and FIN-WAIT-2 (everything sent was
+  // acknowledged) are not counted.
+  std::size_t connections_delivering() const noexcept;
   // The connections' own counters summed over every connection the layer
   // has had (freed ones included).
   ConnectionCounters connection_totals() const noexcept;
