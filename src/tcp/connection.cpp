@@ -100,6 +100,8 @@ const char* to_string(SegmentDrop d) noexcept {
       return "ack in syn-sent for nothing we sent";
     case SegmentDrop::kClosed:
       return "connection closed";
+    case SegmentDrop::kZeroWindow:
+      return "text into a zero receive window (acked)";
     case SegmentDrop::kCount:
       break;
   }
@@ -377,9 +379,12 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
   }
 
   // First, check the sequence number.
+  bool zero_window_text = false;
   if (!acceptable(seg, len)) {
-    // RFC 9293 3.10.7.4: with a zero window, ACKs at RCV.NXT are still
-    // processed (their data is not).
+    // RFC 9293 3.10.7.4 first: "If the RCV.WND is zero, no segments will be
+    // acceptable, but special allowance should be made to accept valid
+    // ACKs": the ACK field of a segment at RCV.NXT is still processed, its
+    // text is not (and the ACK that step seven sends answers it).
     const bool zero_window_ack =
         seg.seq == rcv_nxt_ && rcv_adv_ == rcv_nxt_ && seg.flags.ack() && !seg.flags.rst();
     if (!zero_window_ack) {
@@ -396,6 +401,14 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
       }
       return;
     }
+    // A zero-window probe with data (RFC 9293 3.8.6.1: one octet of new
+    // data at RCV.NXT, as BSD, Windows and lwIP probe) is not acceptable:
+    // "an acknowledgment should be sent in reply", and RFC 1122 4.2.2.17:
+    // the sender probes "as long as the receiving TCP continues to send
+    // acknowledgments in response to the probe segments" (a lost window
+    // update is repeated only this way). A bare FIN at RCV.NXT takes no
+    // buffer space and is still taken, as Linux does (tcp_data_queue).
+    zero_window_text = seg.payload_len > 0;
     payload = {};
     len = 0;
   }
@@ -470,6 +483,11 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
   // Seventh, the segment text. Its IP ECN field first (RFC 3168 6.1.3): the
   // ECE it may call for goes on the ACKs this step sends.
   bool ack_now = ecn_on_ && ecn_on_receive(seg, payload.size(), ecn);
+  if (zero_window_text) {
+    // Its text dropped in step one: the ACK answers the probe.
+    counters_.drop(SegmentDrop::kZeroWindow);
+    ack_now = true;
+  }
   if (!payload.empty()) {
     if (state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2) {
       if (seg.seq > rcv_nxt_) {

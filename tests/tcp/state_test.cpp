@@ -1229,19 +1229,21 @@ TEST(TcpStateEstablished, ZeroReceiveWindow_Rfc9293_3_10_7_4_First) {
 // should be sent in reply"; RFC 1122 4.2.2.17: the sender keeps probing
 // "as long as the receiving TCP continues to send acknowledgments in
 // response to the probe segments". The connection takes the ACK field of
-// such a segment (the special allowance) but sends nothing back, so a
-// peer that probes with one octet of new data at RCV.NXT (RFC 9293 3.8.6.1;
-// BSD, Windows and lwIP do; Linux probes with SND.UNA - 1, which is
-// answered) gets no answer while the window stays closed, and a lost
-// window update is never repeated. The pure-ACK path is fine.
-TEST(TcpStateEstablished, DISABLED_DataProbeIntoAZeroWindowIsAcked_Rfc9293_3_10_7_4_First_Rfc1122_4_2_2_17) {
+// such a segment (the special allowance), drops its text (counted) and
+// ACKs it, so a peer that probes with one octet of new data at RCV.NXT
+// (RFC 9293 3.8.6.1; BSD, Windows and lwIP do; Linux probes with
+// SND.UNA - 1) is answered while the window stays closed, and a lost
+// window update is repeated.
+TEST(TcpStateEstablished, DataProbeIntoAZeroWindowIsAcked_Rfc9293_3_10_7_4_First_Rfc1122_4_2_2_17) {
   for (const std::int64_t ack_back : {100, 0}) {  // without / with an ACK of our data
     SCOPED_TRACE(ack_back);
     Harness h({}, zero_window_config());
     ASSERT_NO_FATAL_FAILURE(drive_to_zero_window(h));
     const SeqNum una = h.conn().snd_una();
+    const auto dropped = h.conn().counters().dropped(SegmentDrop::kZeroWindow);
     h.deliver(h.seg(kAck | kPsh).ack_off(-ack_back).data(1));
     const auto out = h.take();
+    EXPECT_EQ(h.conn().counters().dropped(SegmentDrop::kZeroWindow), dropped + 1);
     EXPECT_EQ(out.size(), 1u) << describe(out);
     if (out.size() == 1) {
       EXPECT_EQ(out[0].h.ack, h.conn().rcv_nxt());

@@ -205,6 +205,8 @@ enum class SegmentDrop : std::uint8_t {
   kOutOfOrder,       // data beyond RCV.NXT that could not be queued (no pool, or a queue bound)
   kBadSynSentAck,    // SYN-SENT: an ACK for something we never sent
   kClosed,           // the connection is closed
+  kZeroWindow,       // RFC 9293 3.10.7.4 first: text into a zero receive window (its ACK
+                     // field taken, answered with an ACK: RFC 1122 4.2.2.17)
   kCount
 };
 inline constexpr std::size_t kSegmentDropCount = static_cast<std::size_t>(SegmentDrop::kCount);
