@@ -102,6 +102,8 @@ const char* to_string(SegmentDrop d) noexcept {
       return "connection closed";
     case SegmentDrop::kZeroWindow:
       return "text into a zero receive window (acked)";
+    case SegmentDrop::kBeyondFin:
+      return "text or a fin past the peer's fin";
     case SegmentDrop::kCount:
       break;
   }
@@ -488,62 +490,99 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
     counters_.drop(SegmentDrop::kZeroWindow);
     ack_now = true;
   }
-  if (!payload.empty()) {
-    if (state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2) {
-      if (seg.seq > rcv_nxt_) {
-        // Out of order (RFC 9293 3.10.7.4 seventh: "segments with higher
-        // beginning sequence numbers SHOULD be held"): kept in its buffer,
-        // trimmed to the window; a duplicate ACK (with SACK blocks) at once.
-        const std::uint32_t room = distance(seg.seq, rcv_adv_);
-        const auto held = static_cast<std::uint32_t>(std::min<std::size_t>(payload.size(), room));
-        if (ooo_ && buffer != nullptr && !buffer->taken && held > 0 && !closed_by_app_) {
-          buffer->taken = true;  // the queue takes it whatever it decides
-          const OooResult r = ooo_->insert(seg.seq, held, buffer->buffer, buffer->payload_offset, rcv_nxt_);
-          if (r == OooResult::Queued) {
-            ++counters_.ooo_queued;
-          } else if (r != OooResult::Duplicate) {
-            counters_.drop(SegmentDrop::kOutOfOrder);
-          }
-        } else {
+  // The FIN of a segment whose text step one refused is not taken either.
+  const bool fin = seg.flags.fin() && !zero_window_text;
+  const bool takes_text =
+      state_ == State::kEstablished || state_ == State::kFinWait1 || state_ == State::kFinWait2;
+  if (takes_text && seg.seq > rcv_nxt_ && (!payload.empty() || fin)) {
+    // Out of order (RFC 9293 3.10.7.4 seventh: "segments with higher
+    // beginning sequence numbers SHOULD be held for later processing"):
+    // the text is kept in its buffer, trimmed to the window, and the FIN
+    // is held as its sequence number when it lies inside the window
+    // (OooQueue::hold_fin: the lowest FIN wins, nothing past it is kept).
+    // RFC 5681 4.2: "an immediate duplicate ACK" (with SACK blocks), for
+    // a FIN alone too.
+    const std::uint32_t room = distance(seg.seq, rcv_adv_);
+    if (!payload.empty()) {
+      const auto held = static_cast<std::uint32_t>(std::min<std::size_t>(payload.size(), room));
+      if (ooo_ && buffer != nullptr && !buffer->taken && held > 0 && !closed_by_app_) {
+        buffer->taken = true;  // the queue takes it whatever it decides
+        const OooResult r = ooo_->insert(seg.seq, held, buffer->buffer, buffer->payload_offset, rcv_nxt_);
+        if (r == OooResult::Queued) {
+          ++counters_.ooo_queued;
+        } else if (r == OooResult::BeyondFin) {
+          counters_.drop(SegmentDrop::kBeyondFin);
+        } else if (r != OooResult::Duplicate) {
           counters_.drop(SegmentDrop::kOutOfOrder);
         }
-        send_ack(now);
-        output(now);
+      } else {
+        counters_.drop(SegmentDrop::kOutOfOrder);
+      }
+    }
+    if (fin) {
+      if (seg.payload_len >= room) {
+        // The FIN's sequence number is past the window (its text was
+        // trimmed to it): not acceptable (RFC 9293 3.10.7.4 first).
+        counters_.drop(SegmentDrop::kNotAcceptable);
+      } else if (!ooo_) {
+        counters_.drop(SegmentDrop::kOutOfOrder);  // no queue: the peer sends it again
+      } else {
+        const OooResult r = ooo_->hold_fin(seg.seq + seg.payload_len, rcv_nxt_);
+        if (r == OooResult::BeyondFin) {
+          counters_.drop(SegmentDrop::kBeyondFin);
+        } else if (r != OooResult::Queued && r != OooResult::Duplicate) {
+          counters_.drop(SegmentDrop::kOutOfOrder);
+        }
+      }
+    }
+    send_ack(now);
+    output(now);
+    return;
+  }
+  if (!payload.empty() && takes_text) {
+    const std::uint32_t skip = distance(seg.seq, rcv_nxt_);
+    if (skip < payload.size()) {
+      if (closed_by_app_) {
+        // Nobody will read it (RFC 9293 3.10.4: data after CLOSE): reset.
+        send_rst(snd_nxt_, now);
+        set_closed(err(ECONNRESET));
         return;
       }
-      const std::uint32_t skip = distance(seg.seq, rcv_nxt_);
-      if (skip < payload.size()) {
-        if (closed_by_app_) {
-          // Nobody will read it (RFC 9293 3.10.4: data after CLOSE): reset.
-          send_rst(snd_nxt_, now);
-          set_closed(err(ECONNRESET));
-          return;
-        }
-        const auto fresh = payload.subspan(skip);
-        const std::uint32_t wnd = distance(rcv_nxt_, rcv_adv_);
-        const std::size_t take = recv_.push(fresh.first(std::min<std::size_t>(fresh.size(), wnd)));
-        rcv_nxt_ += static_cast<std::uint32_t>(take);
-        counters_.bytes_in += take;
-        ++unacked_segments_;
-        if (ooo_ && !ooo_->empty()) {
-          // RFC 5681 4.2: ACK at once when a segment fills (part of) a hole.
-          drain_ooo();
-          ack_now = true;
-        }
-        if (take < fresh.size()) ack_now = true;  // trimmed to the window
-        if (quick_acks_left_ > 0) {
-          --quick_acks_left_;
-          ack_now = true;
-        }
-        if (unacked_segments_ >= 2) ack_now = true;  // RFC 5681 4.2: every second full segment
-      } else {
-        ack_now = true;  // all old: a duplicate, ACK at once
+      const auto fresh = payload.subspan(skip);
+      std::size_t limit = distance(rcv_nxt_, rcv_adv_);
+      if (ooo_ && ooo_->fin()) {
+        // Text past a FIN held earlier is never delivered (the lowest FIN
+        // wins, as in OooQueue).
+        const std::size_t to_fin = distance(rcv_nxt_, *ooo_->fin());
+        if (fresh.size() > to_fin) counters_.drop(SegmentDrop::kBeyondFin);
+        limit = std::min(limit, to_fin);
       }
+      const std::size_t take = recv_.push(fresh.first(std::min(fresh.size(), limit)));
+      rcv_nxt_ += static_cast<std::uint32_t>(take);
+      counters_.bytes_in += take;
+      ++unacked_segments_;
+      if (ooo_ && (!ooo_->empty() || ooo_->fin())) {
+        // RFC 5681 4.2: ACK at once when a segment fills (part of) a hole.
+        drain_ooo();
+        ack_now = true;
+      }
+      if (take < fresh.size()) ack_now = true;  // trimmed to the window
+      if (quick_acks_left_ > 0) {
+        --quick_acks_left_;
+        ack_now = true;
+      }
+      if (unacked_segments_ >= 2) ack_now = true;  // RFC 5681 4.2: every second full segment
+    } else {
+      ack_now = true;  // all old: a duplicate, ACK at once
     }
   }
 
-  // Eighth, check the FIN bit: only once every byte before it is in.
-  if (seg.flags.fin() && seg.seq + seg.payload_len == rcv_nxt_ && !fin_received_) {
+  // Eighth, check the FIN bit: only once every byte before it is in. A FIN
+  // held out of order is taken here once the text before it has arrived.
+  const bool held_fin_reached = takes_text && ooo_ && ooo_->fin() && *ooo_->fin() == rcv_nxt_;
+  if ((held_fin_reached || (fin && seg.seq + seg.payload_len == rcv_nxt_)) && !fin_received_) {
+    // Nothing past the FIN will be delivered: the queue's buffers go back.
+    if (ooo_) ooo_->clear();
     rcv_nxt_ += 1;
     fin_received_ = true;
     ack_now = true;

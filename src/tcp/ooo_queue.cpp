@@ -21,6 +21,8 @@ const char* to_string(OooResult r) noexcept {
       return "beyond-window";
     case OooResult::Invalid:
       return "invalid";
+    case OooResult::BeyondFin:
+      return "beyond-fin";
   }
   return "?";
 }
@@ -48,6 +50,7 @@ OooQueue::OooQueue(OooQueue&& other) noexcept
       bytes_(std::exchange(other.bytes_, 0)),
       stamp_(other.stamp_),
       dsack_(other.dsack_),
+      fin_(std::exchange(other.fin_, std::nullopt)),
       counters_(other.counters_) {
   other.entries_.clear();
 }
@@ -63,6 +66,7 @@ OooQueue& OooQueue::operator=(OooQueue&& other) noexcept {
     bytes_ = std::exchange(other.bytes_, 0);
     stamp_ = other.stamp_;
     dsack_ = other.dsack_;
+    fin_ = std::exchange(other.fin_, std::nullopt);
     counters_ = other.counters_;
   }
   return *this;
@@ -83,6 +87,7 @@ void OooQueue::clear() noexcept {
   entries_.clear();
   bytes_ = 0;
   dsack_.reset();
+  fin_.reset();
 }
 
 void OooQueue::prune_below(SeqNum rcv_nxt) noexcept {
@@ -102,6 +107,57 @@ void OooQueue::prune_below(SeqNum rcv_nxt) noexcept {
     s.offset = static_cast<std::uint16_t>(s.offset + cut);
     bytes_ -= cut;
   }
+  // The caller never moves RCV.NXT past a held FIN (it takes the FIN
+  // there); should it, the FIN is stale.
+  if (fin_ && wire::seq_lt(*fin_, rcv_nxt)) fin_.reset();
+}
+
+void OooQueue::cut_at(SeqNum fin, SeqNum rcv_nxt) noexcept {
+  const auto rel = [rcv_nxt](SeqNum x) { return distance(rcv_nxt, x); };
+  const std::uint32_t f = rel(fin);
+  std::size_t keep = entries_.size();
+  while (keep > 0 && rel(entries_[keep - 1].seg.seq) >= f) {
+    --keep;
+    counters_.beyond_fin_bytes += entries_[keep].seg.len;
+    bytes_ -= entries_[keep].seg.len;
+    free_buffer(entries_[keep].seg.buffer);
+  }
+  entries_.resize(keep);
+  if (keep > 0) {
+    OooSegment& s = entries_[keep - 1].seg;
+    const std::uint32_t end = rel(s.seq + s.len);
+    if (end > f) {
+      // Straddles the FIN: its start and offset stay, its end moves down.
+      counters_.beyond_fin_bytes += end - f;
+      bytes_ -= end - f;
+      s.len -= end - f;
+    }
+  }
+}
+
+OooResult OooQueue::hold_fin(SeqNum fin, SeqNum rcv_nxt) noexcept {
+  prune_below(rcv_nxt);
+  if (!wire::seq_lt(rcv_nxt, fin)) {
+    ++counters_.invalid;
+    return OooResult::Invalid;
+  }
+  // The FIN takes one sequence number, which must lie in [RCV.NXT,
+  // RCV.NXT + 2^30) like every byte the queue holds.
+  if (distance(rcv_nxt, fin) >= kMaxSpan) {
+    ++counters_.refused_window;
+    return OooResult::BeyondWindow;
+  }
+  if (fin_) {
+    if (*fin_ == fin) return OooResult::Duplicate;
+    if (wire::seq_lt(*fin_, fin)) {
+      ++counters_.refused_fin;  // the lowest FIN wins: this one lies past the end
+      return OooResult::BeyondFin;
+    }
+  }
+  cut_at(fin, rcv_nxt);
+  fin_ = fin;
+  ++counters_.fins_held;
+  return OooResult::Queued;
 }
 
 void OooQueue::note_duplicate(SeqNum from, std::uint32_t len) noexcept {
@@ -152,7 +208,22 @@ OooResult OooQueue::insert(SeqNum seq, std::uint32_t len, mem::BufIndex buffer, 
   } else {
     a = rel(seq);
   }
-  const std::uint32_t b = rel(end);
+  std::uint32_t b = rel(end);
+  if (fin_) {
+    // Nothing past the peer's FIN is ever delivered (see the header).
+    const std::uint32_t f = rel(*fin_);
+    if (a >= f) {
+      counters_.beyond_fin_bytes += b - a;
+      ++counters_.refused_fin;
+      dsack_.reset();
+      free_buffer(buffer);
+      return OooResult::BeyondFin;
+    }
+    if (b > f) {
+      counters_.beyond_fin_bytes += b - f;
+      b = f;
+    }
+  }
 
   const auto start_of = [&](std::size_t k) { return rel(entries_[k].seg.seq); };
   const auto end_of = [&](std::size_t k) { return rel(entries_[k].seg.seq + entries_[k].seg.len); };

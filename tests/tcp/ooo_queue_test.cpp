@@ -532,6 +532,66 @@ TEST_P(OooQueueTest, InvalidAndBeyondWindowRefused) {
 }
 
 // Explicit values across the wrap: 2^32 - 100 .. 100.
+// RFC 9293 3.10.7.4: a FIN above RCV.NXT is held as its sequence number
+// and taken by the caller once RCV.NXT reaches it; nothing past it is kept.
+TEST_P(OooQueueTest, FinHeldAndDataPastItRefusedOrTrimmed) {
+  Receiver r(pool, base());
+  EXPECT_EQ(r.put(100, 100), OooResult::Queued);
+  EXPECT_EQ(r.queue->hold_fin(r.base_ + 200, r.rcv_nxt), OooResult::Queued);
+  EXPECT_EQ(r.queue->fin(), r.base_ + 200);
+  EXPECT_EQ(r.queue->hold_fin(r.base_ + 200, r.rcv_nxt), OooResult::Duplicate);  // sent again
+  // Data at or past the FIN is never delivered.
+  EXPECT_EQ(r.put(200, 50), OooResult::BeyondFin);
+  EXPECT_EQ(r.put(300, 50), OooResult::BeyondFin);
+  // Data straddling it is trimmed to it.
+  EXPECT_EQ(r.put(50, 200), OooResult::Queued);
+  EXPECT_EQ(r.entries().back().seq + r.entries().back().len, r.base_ + 200);
+  ASSERT_NO_FATAL_FAILURE(r.check_invariants());
+  EXPECT_EQ(r.queue->counters().refused_fin, 2u);
+  EXPECT_EQ(r.queue->counters().beyond_fin_bytes, 150u);
+  r.take_in_order(0, 50);
+  r.deliver_in_order();
+  EXPECT_EQ(r.rcv_nxt, r.base_ + 200);  // the caller now takes the FIN
+  EXPECT_EQ(r.queue->fin(), r.base_ + 200);
+  EXPECT_EQ(r.wrong_bytes, 0u);
+  r.queue->clear();
+  EXPECT_FALSE(r.queue->fin());
+}
+
+// A later FIN at another place (a broken or hostile peer): the lowest wins,
+// as processing the segments in sequence order would decide; a FIN below
+// the held one frees and trims the data at or past it.
+TEST_P(OooQueueTest, LowestFinWinsAndCutsTheQueue) {
+  Receiver r(pool, base());
+  EXPECT_EQ(r.put(100, 100), OooResult::Queued);
+  EXPECT_EQ(r.put(300, 100), OooResult::Queued);
+  EXPECT_EQ(r.put(500, 100), OooResult::Queued);
+  EXPECT_EQ(r.queue->hold_fin(r.base_ + 600, r.rcv_nxt), OooResult::Queued);
+  EXPECT_EQ(r.queue->hold_fin(r.base_ + 700, r.rcv_nxt), OooResult::BeyondFin);
+  EXPECT_EQ(r.queue->fin(), r.base_ + 600);
+  EXPECT_EQ(r.queue->hold_fin(r.base_ + 350, r.rcv_nxt), OooResult::Queued);
+  EXPECT_EQ(r.queue->fin(), r.base_ + 350);
+  ASSERT_EQ(r.entries().size(), 2u);
+  EXPECT_EQ(r.entries()[1].seq, r.base_ + 300);
+  EXPECT_EQ(r.entries()[1].len, 50u);
+  EXPECT_EQ(r.queue->bytes(), 150u);
+  EXPECT_EQ(r.queue->counters().beyond_fin_bytes, 150u);
+  ASSERT_NO_FATAL_FAILURE(r.check_invariants());
+  EXPECT_EQ(r.sacks(), (std::vector<SackBlock>{r.block(300, 350), r.block(100, 200)}));
+}
+
+TEST_P(OooQueueTest, FinOutsideTheQueuesSpanRefused) {
+  Receiver r(pool, base());
+  EXPECT_EQ(r.queue->hold_fin(r.rcv_nxt, r.rcv_nxt), OooResult::Invalid);  // the caller's own
+  EXPECT_EQ(r.queue->hold_fin(r.rcv_nxt - 1, r.rcv_nxt), OooResult::Invalid);
+  EXPECT_EQ(r.queue->hold_fin(r.rcv_nxt + OooQueue::kMaxSpan, r.rcv_nxt), OooResult::BeyondWindow);
+  EXPECT_EQ(r.queue->hold_fin(r.rcv_nxt + (OooQueue::kMaxSpan - 1), r.rcv_nxt), OooResult::Queued);
+  // RCV.NXT moved past it (the caller did not take it): forgotten.
+  r.rcv_nxt = r.rcv_nxt + OooQueue::kMaxSpan;
+  r.deliver_in_order();
+  EXPECT_FALSE(r.queue->fin());
+}
+
 TEST(OooQueueWrap, SegmentsAcrossTwoToThe32) {
   TestPool pool;
   Receiver r(pool, SeqNum(0xffffff00u));

@@ -1100,12 +1100,10 @@ TEST(TcpStateEstablished, AckOfNewDataAdvancesSndUna_Rfc9293_3_10_7_4_Fifth) {
 // RFC 9293 3.10.7.4: segments ahead of RCV.NXT "SHOULD be held for later
 // processing", and RFC 5681 4.2: a receiver "SHOULD send an immediate
 // duplicate ACK when an out-of-order segment arrives". A FIN alone beyond
-// RCV.NXT (the data before it lost) is neither held nor answered: the
-// connection sends nothing and forgets it, so once the hole is filled the
-// peer's FIN waits for the peer's retransmission timeout. The same holds
-// for the FIN of an out-of-order data segment (the out-of-order queue keeps
-// the data, not the FIN).
-TEST(TcpStateEstablished, DISABLED_FinAheadOfRcvNxtIsHeldAndDuplicateAcked_Rfc9293_3_10_7_4_Rfc5681_4_2) {
+// RCV.NXT (the data before it lost) is answered with a duplicate ACK and
+// held (OooQueue::hold_fin), so once the hole is filled the connection
+// takes it at once instead of waiting for the peer's retransmission.
+TEST(TcpStateEstablished, FinAheadOfRcvNxtIsHeldAndDuplicateAcked_Rfc9293_3_10_7_4_Rfc5681_4_2) {
   Harness h;
   ASSERT_NO_FATAL_FAILURE(h.drive(State::kEstablished));
   (void)h.take();
@@ -1119,9 +1117,9 @@ TEST(TcpStateEstablished, DISABLED_FinAheadOfRcvNxtIsHeldAndDuplicateAcked_Rfc92
 }
 
 // The same for data and FIN in one segment that arrives out of order: the
-// out-of-order queue keeps its data, not its FIN. Once the hole is filled,
-// RCV.NXT stops at the end of the data and the FIN needs the peer's RTO.
-TEST(TcpStateEstablished, DISABLED_FinOfAnOutOfOrderSegmentIsHeld_Rfc9293_3_10_7_4_Seventh) {
+// out-of-order queue keeps its data and its FIN. Once the hole is filled,
+// RCV.NXT moves over the data and the FIN together: CLOSE-WAIT.
+TEST(TcpStateEstablished, FinOfAnOutOfOrderSegmentIsHeld_Rfc9293_3_10_7_4_Seventh) {
   Harness h;
   ASSERT_NO_FATAL_FAILURE(h.drive(State::kEstablished));
   (void)h.take();
@@ -1132,6 +1130,51 @@ TEST(TcpStateEstablished, DISABLED_FinOfAnOutOfOrderSegmentIsHeld_Rfc9293_3_10_7
   EXPECT_EQ(h.conn().readable(), 20u);
   EXPECT_STATE(h, State::kCloseWait);
   EXPECT_EQ(h.conn().rcv_nxt(), h.options().peer_iss + 1 + 21);
+}
+
+// A held FIN is bounded like any other sequence number: one whose
+// sequence number lies past the window is not acceptable (RFC 9293
+// 3.10.7.4 first) and is not held, though the text before it is.
+TEST(TcpStateEstablished, FinPastTheWindowIsNotHeld_Rfc9293_3_10_7_4_First) {
+  ConnectionConfig c = test_config();
+  c.recv_buffer = 1000;  // the window the peer sees
+  Harness h({}, c);
+  ASSERT_NO_FATAL_FAILURE(h.drive(State::kEstablished));
+  (void)h.take();
+  const auto not_acceptable = h.conn().counters().dropped(SegmentDrop::kNotAcceptable);
+  h.deliver(h.seg(kFin | kAck | kPsh).seq_off(10).data(990, 6));  // the FIN would be byte 1000
+  EXPECT_EQ(h.take().size(), 1u);
+  EXPECT_EQ(h.conn().counters().dropped(SegmentDrop::kNotAcceptable), not_acceptable + 1);
+  EXPECT_EQ(h.conn().ooo_segments(), 1u);
+  h.peer_send(h.seg(kAck | kPsh).data(10, 5));
+  (void)h.take();
+  EXPECT_EQ(h.conn().readable(), 1000u);
+  EXPECT_STATE(h, State::kEstablished);
+  EXPECT_EQ(h.conn().rcv_nxt(), h.options().peer_iss + 1 + 1000);
+}
+
+// A peer that puts its FIN in several places (broken or hostile): the
+// lowest wins, as taking the segments in sequence order would decide, and
+// no byte past it is delivered, whichever order they come in.
+TEST(TcpStateEstablished, LowestOfSeveralFinsWins_Rfc9293_3_10_7_4_Eighth) {
+  Harness h;
+  ASSERT_NO_FATAL_FAILURE(h.drive(State::kEstablished));
+  (void)h.take();
+  h.deliver(h.seg(kFin | kAck).seq_off(10));
+  h.deliver(h.seg(kFin | kAck).seq_off(5));  // lower: moves the end down
+  const auto beyond = h.conn().counters().dropped(SegmentDrop::kBeyondFin);
+  h.deliver(h.seg(kFin | kAck).seq_off(20));  // higher: refused
+  EXPECT_EQ(h.conn().counters().dropped(SegmentDrop::kBeyondFin), beyond + 1);
+  EXPECT_EQ(h.take().size(), 3u);  // a duplicate ACK each
+  EXPECT_STATE(h, State::kEstablished);
+  h.deliver(h.seg(kAck | kPsh).data(20, 5));  // in order, past the held FIN
+  EXPECT_EQ(h.conn().counters().dropped(SegmentDrop::kBeyondFin), beyond + 2);
+  EXPECT_EQ(h.conn().readable(), 5u);
+  EXPECT_STATE(h, State::kCloseWait);
+  EXPECT_EQ(h.conn().rcv_nxt(), h.options().peer_iss + 1 + 6);
+  const auto out = h.take();
+  ASSERT_EQ(out.size(), 1u) << describe(out);
+  EXPECT_EQ(out[0].h.ack, h.conn().rcv_nxt());
 }
 
 TEST(TcpStateEstablished, AckFieldRules_Rfc9293_3_10_7_4_Fifth) {

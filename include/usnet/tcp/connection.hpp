@@ -16,9 +16,13 @@
 // and is copied into the receive buffer once the hole before it is filled;
 // the ACKs meanwhile carry SACK blocks (RFC 2018) and D-SACK (RFC 2883) when
 // the peer allowed SACK. Without a pool, out-of-order data is dropped and
-// answered with a duplicate ACK. With SACK the sender recovers by RFC 6675
-// (a scoreboard of what the peer SACKed: only the holes are sent again, as
-// the pipe allows; after a timeout too); without it by NewReno (RFC 6582).
+// answered with a duplicate ACK. A FIN above RCV.NXT (alone or after
+// out-of-order data) is ACKed at once and held in the same queue, so that
+// RCV.NXT moves over it as soon as the hole before it is filled; the lowest
+// FIN a peer sends wins and nothing past it is delivered (OooQueue). With
+// SACK the sender recovers by RFC 6675 (a scoreboard of what the peer
+// SACKed: only the holes are sent again, as the pipe allows; after a
+// timeout too); without it by NewReno (RFC 6582).
 //
 // Segment arrival follows RFC 9293 3.10.7 step by step; the code names the
 // steps. Deviations, each a later RFC's rule:
@@ -207,6 +211,8 @@ enum class SegmentDrop : std::uint8_t {
   kClosed,           // the connection is closed
   kZeroWindow,       // RFC 9293 3.10.7.4 first: text into a zero receive window (its ACK
                      // field taken, answered with an ACK: RFC 1122 4.2.2.17)
+  kBeyondFin,        // text or a FIN past a FIN the peer sent earlier, which ends its
+                     // stream (never delivered; see OooQueue)
   kCount
 };
 inline constexpr std::size_t kSegmentDropCount = static_cast<std::size_t>(SegmentDrop::kCount);

@@ -41,6 +41,22 @@
 // be in any window, and keeping every entry within 2^30 of RCV.NXT is what
 // makes the sequence order below exact across the wrap.
 //
+// The peer's FIN (RFC 9293 3.10.7.4 seventh and eighth). A FIN that arrives
+// above RCV.NXT (alone, or after out-of-order data) is held too, as its
+// sequence number (hold_fin()), so that once the hole below it is filled
+// the receiver takes it at once instead of waiting for the peer to send it
+// again. It is validated like data: it must lie above RCV.NXT and within
+// 2^30 of it (the caller has checked it is inside the receive window). A
+// stream has one end, so the queue keeps what RFC processing in sequence
+// order would keep: the lowest FIN wins. Data at or above the held FIN is
+// never delivered (RFC 9293 3.10.7.4 seventh: text after the FIN is
+// ignored), so insert() trims it off or refuses it (BeyondFin); a FIN
+// above the held one is refused (BeyondFin); a FIN below it (only a broken
+// or hostile peer moves its FIN) replaces it and frees or trims the queued
+// data at or above the new one. So every entry always ends at or below the
+// held FIN, and a peer cannot make the receiver take bytes past a FIN or
+// two different ends of one stream.
+//
 // Cost. Entries live in a vector reserved at create() (no allocation
 // afterwards). insert(): a binary search, O(log n), then an O(n) shift of
 // 24-byte entries, n <= max_entries (default 256: at most ~6 KiB moved).
@@ -92,6 +108,8 @@ enum class OooResult : std::uint8_t {
   NoBytes,       // refused: max_bytes, even after eviction
   BeyondWindow,  // refused: ends more than 2^30 past RCV.NXT
   Invalid,       // refused: len 0, or the payload does not fit the buffer / a 16-bit offset
+                 // (hold_fin(): a FIN not above RCV.NXT)
+  BeyondFin,     // refused: data or a FIN at or above the FIN held (see the header)
 };
 const char* to_string(OooResult r) noexcept;
 
@@ -107,6 +125,10 @@ struct OooCounters {
   std::uint64_t evicted = 0;          // entries evicted from the top to make room (reneging)
   std::uint64_t evicted_bytes = 0;
   std::uint64_t popped = 0;  // entries handed over in order
+  // The peer's FIN (see the header).
+  std::uint64_t fins_held = 0;         // hold_fin() calls that held a FIN (or moved it down)
+  std::uint64_t refused_fin = 0;       // inserts and FINs refused as OooResult::BeyondFin
+  std::uint64_t beyond_fin_bytes = 0;  // bytes trimmed off or freed for lying past the held FIN
 };
 
 class OooQueue {
@@ -160,7 +182,19 @@ class OooQueue {
   // that carried it.
   void clear_dsack() noexcept { dsack_.reset(); }
 
-  // Frees every queued buffer (an aborted connection).
+  // RFC 9293 3.10.7.4: holds the peer's FIN, which takes sequence number
+  // `fin` (> rcv_nxt, inside the receive window: the caller checks the
+  // window). Queued: held (or moved down to `fin`, freeing or trimming data
+  // at or above it); Duplicate: that FIN is held already; BeyondFin: a
+  // lower FIN is held; BeyondWindow: more than 2^30 past RCV.NXT; Invalid:
+  // not above rcv_nxt (the caller takes a FIN at RCV.NXT itself).
+  OooResult hold_fin(SeqNum fin, SeqNum rcv_nxt) noexcept;
+  // The held FIN's sequence number. The caller takes it once RCV.NXT
+  // reaches it (every entry lies below it), then calls clear().
+  std::optional<SeqNum> fin() const noexcept { return fin_; }
+
+  // Frees every queued buffer and forgets the FIN (an aborted connection,
+  // or the FIN taken).
   void clear() noexcept;
 
   bool empty() const noexcept { return entries_.empty(); }
@@ -180,8 +214,11 @@ class OooQueue {
   OooQueue(const OooConfig& config, mem::PacketPool& pool, mem::OwnerId owner);
 
   void free_buffer(mem::BufIndex b) noexcept;
-  // Drops entries wholly below rcv_nxt, trims one that straddles it.
+  // Drops entries wholly below rcv_nxt, trims one that straddles it, and
+  // forgets a FIN below it.
   void prune_below(SeqNum rcv_nxt) noexcept;
+  // Frees entries at or above `fin`, trims one that straddles it.
+  void cut_at(SeqNum fin, SeqNum rcv_nxt) noexcept;
   // Records duplicate bytes [from, from + len): the first range seen by an
   // insert sets the D-SACK block, later ones extend it only if contiguous.
   void note_duplicate(SeqNum from, std::uint32_t len) noexcept;
@@ -193,6 +230,7 @@ class OooQueue {
   std::uint64_t bytes_ = 0;
   std::uint64_t stamp_ = 0;
   std::optional<wire::SackBlock> dsack_;
+  std::optional<SeqNum> fin_;  // the peer's FIN, held; every entry ends at or below it
   OooCounters counters_;
 };
 
