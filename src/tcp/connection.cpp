@@ -1364,8 +1364,11 @@ std::error_code Connection::shutdown_write(Nanos now) {
 void Connection::close(Nanos now) {
   closed_by_app_ = true;
   if (!recv_.empty() && synchronized(state_)) {
-    // Unread data is lost: tell the peer with a reset (RFC 9293 3.10.4, RFC 2525 2.17).
-    abort(now);
+    // Unread data is lost: tell the peer with a reset (RFC 9293 3.10.4, RFC
+    // 2525 2.17), in CLOSING and LAST-ACK too (as Linux's tcp_close), where
+    // an ABORT would not send one.
+    if (state_ != State::kTimeWait) send_rst(snd_nxt_, now);
+    set_closed({});
     return;
   }
   (void)shutdown_write(now);
@@ -1373,8 +1376,21 @@ void Connection::close(Nanos now) {
 }
 
 void Connection::abort(Nanos now, std::error_code why) {
-  if (synchronized(state_) || state_ == State::kSynReceived) {
-    if (state_ != State::kTimeWait) send_rst(snd_nxt_, now);
+  // RFC 9293 3.10.5: <SEQ=SND.NXT><CTL=RST> in SYN-RECEIVED, ESTABLISHED,
+  // FIN-WAIT-1/2 and CLOSE-WAIT; "CLOSING STATE, LAST-ACK STATE, TIME-WAIT
+  // STATE: Respond with 'ok' and delete the TCB" without one (the peer has
+  // sent its FIN and has nothing more to be told; Linux's tcp_need_reset
+  // agrees); none before the peer is synchronized (SYN-SENT).
+  switch (state_) {
+    case State::kSynReceived:
+    case State::kEstablished:
+    case State::kFinWait1:
+    case State::kFinWait2:
+    case State::kCloseWait:
+      send_rst(snd_nxt_, now);
+      break;
+    default:
+      break;
   }
   set_closed(why);
 }

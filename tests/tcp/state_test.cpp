@@ -1754,12 +1754,29 @@ TEST(TcpStateClosed, AbortResetsWhereTheRfcSays_Rfc9293_3_10_5) {
 
 // RFC 9293 3.10.5 ABORT, "CLOSING STATE, LAST-ACK STATE, TIME-WAIT STATE:
 // Respond with 'ok' and delete the TCB, enter CLOSED state, and return."
-// Connection::abort() sends <SEQ=SND.NXT><CTL=RST> in CLOSING and LAST-ACK
-// too (only TIME-WAIT is spared). Linux (tcp_need_reset) does not reset
-// from these states either.
-TEST(TcpStateClosed, DISABLED_AbortInClosingOrLastAckSendsNoReset_Rfc9293_3_10_5) {
+// Linux (tcp_need_reset) does not reset from these states either.
+TEST(TcpStateClosed, AbortInClosingOrLastAckSendsNoReset_Rfc9293_3_10_5) {
   expect_abort(State::kClosing, false);
   expect_abort(State::kLastAck, false);
+}
+
+// CLOSE (not ABORT) with unread data still tells the peer the data was lost
+// (RFC 2525 2.17), in LAST-ACK too, as Linux's tcp_close.
+TEST(TcpStateClosed, CloseWithUnreadDataInLastAckResets_Rfc2525_2_17) {
+  Harness h;
+  ASSERT_NO_FATAL_FAILURE(h.drive(State::kEstablished));
+  h.peer_send(h.seg(kAck | kPsh | kFin).data(10));
+  ASSERT_FALSE(h.conn().shutdown_write(h.now()));
+  (void)h.take();
+  ASSERT_EQ(h.conn().state(), State::kLastAck);
+  ASSERT_EQ(h.conn().readable(), 10u);
+  const SeqNum nxt = h.conn().snd_nxt();
+  h.conn().close(h.now());
+  const auto out = h.take();
+  ASSERT_EQ(out.size(), 1u) << describe(out);
+  EXPECT_EQ(out[0].h.flags.bits, kRst);
+  EXPECT_EQ(out[0].h.seq, nxt);
+  EXPECT_STATE(h, State::kClosed);
 }
 
 // --- LISTEN and CLOSED without a connection: the layer ------------------------

@@ -313,9 +313,10 @@ class Connection {
   // close(): shutdown_write(), and received data is discarded from now on;
   // if unread data was pending, RST instead (RFC 9293 3.10.4, as Linux).
   void close(Nanos now);
-  // Sends RST (when synchronized) and goes to CLOSED at once; `why`, if
-  // given, becomes error() (the layer aborts with ECONNREFUSED on an ICMP
-  // unreachable during SYN-SENT).
+  // RFC 9293 3.10.5: sends RST in SYN-RECEIVED, ESTABLISHED, FIN-WAIT-1/2
+  // and CLOSE-WAIT (not in SYN-SENT, CLOSING, LAST-ACK or TIME-WAIT) and
+  // goes to CLOSED at once; `why`, if given, becomes error() (the layer
+  // aborts with ECONNREFUSED on an ICMP unreachable during SYN-SENT).
   void abort(Nanos now, std::error_code why = {});
 
   // Options that may change on an open connection.
