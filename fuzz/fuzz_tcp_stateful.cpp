@@ -154,7 +154,8 @@ class Input {
 
 // Config byte: bit 0 SACK off, 1 timestamps off, 2 window scaling off,
 // 3 no-delay, 4 NewReno (else CUBIC), 5-6 receive buffer 4/8/16/64 KiB,
-// 7 send buffer 4 KiB (else 16 KiB).
+// 7 send buffer 4 KiB (else 16 KiB). Bit 5 also turns ECN on (side A's
+// SYN asks; RFC 3168 6.1.1); otherwise both sides only accept it.
 tcp::TcpConfig config_for(std::uint8_t b, std::uint64_t seed) {
   tcp::TcpConfig c;
   c.seed = seed;
@@ -169,6 +170,8 @@ tcp::TcpConfig config_for(std::uint8_t b, std::uint64_t seed) {
   static constexpr std::size_t kRecv[] = {4096, 8192, 16384, 65536};
   k.recv_buffer = kRecv[(b >> 5) & 3];
   k.send_buffer = (b & 0x80) != 0 ? 4096 : 16384;
+  k.ecn = (b & 0x20) != 0 ? tcp::EcnMode::kOn : tcp::EcnMode::kAccept;
+  if (std::getenv("ECNOFF") != nullptr) k.ecn = tcp::EcnMode::kOff;
   k.ooo_max_segments = 8;
   k.msl = 500ms;
   k.max_retransmits = 6;
@@ -225,7 +228,12 @@ std::optional<Parsed> parse(const Frame& f) {
 
 struct Dir {
   bool base_known = false;
-  std::uint32_t base = 0;  // the receiver's IRS + 1: stream offset 0
+  std::uint32_t base = 0;  // the sender's ISS + 1: stream offset 0
+  // Where the receiver's stream starts, from `base`: 0 unless a forged
+  // SYN or SYN-ACK with another sequence number synchronized the receiver
+  // (then it skipped, or got before them, that many of the sender's
+  // bytes, as any TCP would: the sides then count from different places).
+  std::int64_t skew = 0;
   std::uint64_t sent = 0;  // bytes the sending application queued
   std::uint64_t received = 0;
 };
@@ -470,10 +478,11 @@ class Harness {
       auto r = st.receive(std::span(buf_).first(std::min(left, buf_.size())), now_);
       if (!r || *r == 0) break;
       check(d.base_known);
+      const auto at = static_cast<std::int64_t>(d.received) + d.skew;  // the sender's offset
       for (std::size_t i = 0; i < *r; ++i)
-        check(buf_[i] == stream_byte(1 - s, static_cast<std::uint32_t>(d.received + i)));
+        check(buf_[i] == stream_byte(1 - s, static_cast<std::uint32_t>(at + static_cast<std::int64_t>(i))));
       d.received += *r;
-      check(d.received <= d.sent);
+      check(static_cast<std::int64_t>(d.received) + d.skew <= static_cast<std::int64_t>(d.sent));
       left -= *r;
     }
     pump();
@@ -595,7 +604,15 @@ class Harness {
         if (state < tcp::State::kEstablished) continue;
         const bool fin = state == tcp::State::kCloseWait || state == tcp::State::kClosing ||
                          state == tcp::State::kLastAck || state == tcp::State::kTimeWait;
-        d.base = c.rcv_nxt().raw() - static_cast<std::uint32_t>(d.received + c.readable()) - (fin ? 1u : 0u);
+        const std::uint32_t start =
+            c.rcv_nxt().raw() - static_cast<std::uint32_t>(d.received + c.readable()) - (fin ? 1u : 0u);
+        // Bytes are the sender's for their sequence numbers (check_emitted),
+        // counted from the sender's ISS; the receiver's start is measured
+        // from there.
+        const auto iss = std::find_if(isses_.begin(), isses_.end(),
+                                      [&](const Iss& e) { return e.side == 1 - s && e.cport == p.cport; });
+        d.base = iss != isses_.end() ? iss->iss + 1 : start;
+        d.skew = static_cast<std::int32_t>(start - d.base);
         d.base_known = true;
       }
     }
@@ -711,6 +728,13 @@ class Harness {
       store_be16(hdr.data() + 18, in.u16());
     }
     if ((m & 0x80) != 0) payload.resize(in.u16() % (kMaxPayload + 1));
+    // Bit 3 of the second mask byte: the IP header's ECN field from the
+    // input (a router's CE mark, or a peer's nonsense; RFC 3168 5).
+    if ((m2 & 0x08) != 0) {
+      const auto ce = in.u8();
+      if (std::getenv("NOCE") == nullptr)
+        f[15] = (f[15] & std::byte{0xfc}) | std::byte{static_cast<std::uint8_t>(ce & 3)};
+    }
     f.resize(p->tcp);
     f.insert(f.end(), hdr.begin(), hdr.end());
     f.insert(f.end(), payload.begin(), payload.end());
@@ -718,9 +742,10 @@ class Harness {
   }
 
   // Makes the payload of a TCP frame from `from` the stream's bytes for its
-  // sequence number, as the receiver counts them (nothing past what the
-  // sender queued), or strips a mutated frame's payload while the
-  // receiver's stream start is unknown; then lengths and checksums.
+  // sequence number, counted from the sender's ISS as the sender's own
+  // segments are (nothing past what the sender queued), or strips a mutated
+  // frame's payload while the receiver's stream start is unknown; then
+  // lengths and checksums.
   void rewrite(int from, Frame& f, bool mutated, bool bad_checksum) {
     if (f.size() < 14 + 20 || load_be16(f.data() + 12) != 0x0800) return;
     const std::size_t ihl = (std::to_integer<std::size_t>(f[14]) & 0x0f) * 4;
