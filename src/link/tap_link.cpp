@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,6 +56,22 @@ Expected<std::uint32_t, int> bring_up(const std::string& device) {
   } else if ((ifr.ifr_flags & IFF_UP) == 0) {
     ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
     if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) err = errno;
+  }
+  // The kernel starts passing frames to the device (its queueing
+  // discipline) only once it has processed the carrier that TUNSETIFF
+  // turned on, asynchronously (linkwatch); until then what it sends to
+  // usnet, its first ARP reply say, is dropped. IFF_RUNNING shows that
+  // moment: wait for it, bounded (a device that does not get there still
+  // opens; the first frames may be lost).
+  for (int i = 0; err == 0 && i < 1500; ++i) {
+    if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+      err = errno;
+    } else if ((ifr.ifr_flags & IFF_RUNNING) != 0) {
+      break;
+    } else {
+      timespec ts{0, 2'000'000};
+      ::nanosleep(&ts, nullptr);
+    }
   }
   std::uint32_t mtu = 0;
   if (err == 0) {
