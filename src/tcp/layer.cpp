@@ -52,6 +52,8 @@ std::string_view to_string(TcpDropReason r) noexcept {
       return "reset withheld by the rate limit";
     case TcpDropReason::kBadCookie:
       return "ack to a listener with a bad syn cookie";
+    case TcpDropReason::kNoSynNoAck:
+      return "to a listener without syn, ack or rst";
     case TcpDropReason::kCount:
       break;
   }
@@ -474,6 +476,17 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
       settle(*i, now);
       return;
     }
+  }
+  // RFC 9293 3.10.7.2 fourth: in LISTEN, a segment with none of SYN, ACK
+  // and RST (a bare FIN, text without ACK) is dropped without a reply:
+  // "Any other control or text-bearing segment (not containing SYN) must
+  // have an ACK and thus would have been discarded by the ACK processing
+  // in the second step [...] drop the segment and return." Only a port
+  // with no listener answers it with a reset (3.10.7.1).
+  if (!seg->flags.syn() && !seg->flags.ack() && !seg->flags.rst() &&
+      listeners_table_.lookup(t.local, t.local_port)) {
+    counters_.drop(TcpDropReason::kNoSynNoAck);
+    return;
   }
   // The third segment of a cookie exchange (RFC 4987 3.6).
   if (seg->flags.ack() && !seg->flags.syn() && !seg->flags.rst() && config_.syn_cookies && cookies_) {

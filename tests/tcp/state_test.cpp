@@ -1898,10 +1898,10 @@ TEST(TcpStateListen, SegmentArrival_Rfc9293_3_10_7_2) {
 // containing SYN) must have an ACK and thus would have been discarded by
 // the ACK processing in the second step, unless it was first discarded by
 // RST checking in the first step. [...] drop the segment and return."
-// A listener's port answers a segment with neither SYN, ACK nor RST (a bare
-// FIN, or data without ACK) with RST,ACK, as a port with no listener would
-// (3.10.7.1). Linux drops these silently in LISTEN too.
-TEST(TcpStateListen, DISABLED_SegmentWithoutSynAckOrRstIsDroppedSilently_Rfc9293_3_10_7_2_Fourth) {
+// A listener's port drops a segment with neither SYN, ACK nor RST (a bare
+// FIN, or data without ACK), counted, where a port with no listener would
+// answer with RST,ACK (3.10.7.1). Linux drops these silently in LISTEN too.
+TEST(TcpStateListen, SegmentWithoutSynAckOrRstIsDroppedSilently_Rfc9293_3_10_7_2_Fourth) {
   for (const std::uint8_t flags : {kFin, kPsh, std::uint8_t{0}}) {
     LayerPeer p;
     auto listener = p.layer().listen({{}, 80});
@@ -1911,6 +1911,8 @@ TEST(TcpStateListen, DISABLED_SegmentWithoutSynAckOrRstIsDroppedSilently_Rfc9293
     const auto out = p.sent();
     EXPECT_TRUE(out.empty()) << "flags " << int{flags} << ": " << out.size() << " segment(s) sent";
     EXPECT_EQ(p.layer().connection_count(), 0u);
+    EXPECT_EQ(p.layer().counters().dropped(TcpDropReason::kNoSynNoAck), 1u);
+    EXPECT_EQ(p.layer().counters().dropped(TcpDropReason::kNoConnection), 0u);
   }
 }
 

@@ -95,6 +95,7 @@ enum class TcpDropReason : std::uint8_t {
   kNoSlot,        // a SYN when max_connections are open
   kResetLimited,  // a reset that the rate limit withheld
   kBadCookie,     // an ACK for a listener whose cookie did not check out (a reset is sent)
+  kNoSynNoAck,    // to a listener with none of SYN, ACK, RST: no reset (RFC 9293 3.10.7.2 fourth)
   kCount
 };
 inline constexpr std::size_t kTcpDropReasonCount = static_cast<std::size_t>(TcpDropReason::kCount);
