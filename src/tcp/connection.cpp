@@ -287,7 +287,7 @@ void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> paylo
       counters_.drop(SegmentDrop::kClosed);
       return;
     case State::kSynSent:
-      on_segment_syn_sent(seg, now);
+      on_segment_syn_sent(seg, payload, now, ecn);
       return;
     default:
       on_segment_synchronized(seg, payload, now, buffer, ecn);
@@ -296,7 +296,8 @@ void Connection::on_segment(const TcpRepr& seg, std::span<const std::byte> paylo
 }
 
 // RFC 9293 3.10.7.3, with RFC 5961 3.2's rule for RST.
-void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
+void Connection::on_segment_syn_sent(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                                     IpEcn ecn) {
   // First, check the ACK bit.
   const bool ack = seg.flags.ack();
   if (ack && (seg.ack <= iss_ || seg.ack > snd_max_)) {
@@ -321,7 +322,9 @@ void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
   }
   irs_ = seg.seq;
   rcv_nxt_ = seg.seq + 1;
-  rcv_adv_ = rcv_nxt_;
+  // The window our SYN offered (unscaled, as sent in it: nothing has been
+  // received since to take from it).
+  rcv_adv_ = rcv_nxt_ + static_cast<std::uint32_t>(std::min<std::size_t>(recv_.free_space(), 0xffff));
   take_peer_options(seg);
   // RFC 3168 6.1.1: ECN if our SYN asked and this is an ECN-setup SYN,ACK
   // (ECE without CWR). A SYN without ACK (simultaneous open) sets up no ECN.
@@ -344,11 +347,25 @@ void Connection::on_segment_syn_sent(const TcpRepr& seg, Nanos now) {
     retransmits_ = 0;
     rto_deadline_ = Nanos::max();
     if (ecn_on_) counters_.ecn_negotiated = 1;
+    if (!payload.empty() || seg.flags.fin()) {
+      // RFC 9293 3.10.7.3 fourth: "If there are other controls or text in
+      // the segment, then continue processing at the sixth step under
+      // Section 3.10.7.4": the text after the SYN is delivered (trimmed to
+      // the window our SYN offered) and a FIN after it taken, and the one
+      // ACK the handshake sends at once covers them too.
+      TcpRepr rest = seg;
+      rest.seq = seg.seq + 1;
+      rest.flags = TcpFlags{static_cast<std::uint8_t>(seg.flags.bits & ~TcpFlags::kSyn)};
+      receive_text(rest, payload, now, nullptr, ecn, false, true);
+      return;
+    }
     send_ack(now);
     output(now);
     return;
   }
-  // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK.
+  // Simultaneous open: SYN-RECEIVED, our SYN again with an ACK. Text on
+  // the SYN is not kept for later (RFC 9293 3.10.7.3 fourth would queue it
+  // until ESTABLISHED): the peer sends it again.
   state_ = State::kSynReceived;
   snd_wnd_ = seg.window;
   max_snd_wnd_ = snd_wnd_;
@@ -479,12 +496,16 @@ void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std
   }
   if (!process_ack(seg, now)) return;
   if (state_ == State::kClosed) return;
+  receive_text(seg, payload, now, buffer, ecn, zero_window_text, false);
+}
 
+void Connection::receive_text(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                              InboundBuffer* buffer, IpEcn ecn, bool zero_window_text, bool ack_now) {
   // Sixth, the URG bit: not supported, the data is delivered in line.
 
   // Seventh, the segment text. Its IP ECN field first (RFC 3168 6.1.3): the
   // ECE it may call for goes on the ACKs this step sends.
-  bool ack_now = ecn_on_ && ecn_on_receive(seg, payload.size(), ecn);
+  if (ecn_on_ && ecn_on_receive(seg, payload.size(), ecn)) ack_now = true;
   if (zero_window_text) {
     // Its text dropped in step one: the ACK answers the probe.
     counters_.drop(SegmentDrop::kZeroWindow);

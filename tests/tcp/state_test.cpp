@@ -864,17 +864,40 @@ TEST(TcpStateSynSent, SynIsRetransmittedAfterTheInitialRto_Rfc6298_5) {
 
 // RFC 9293 3.10.7.3 fourth: "If there are other controls or text in the
 // segment, then continue processing at the sixth step under Section
-// 3.10.7.4 where the URG bit is checked". The connection drops the text of a
-// SYN,ACK (and its FIN): it ACKs only the SYN (RCV.NXT = IRS + 1), so the
-// peer has to send the data again: it costs a retransmission, never data.
-TEST(TcpStateSynSent, DISABLED_TextOnASynAckIsDelivered_Rfc9293_3_10_7_3_Fourth) {
+// 3.10.7.4 where the URG bit is checked". The text of a SYN,ACK is
+// delivered and its FIN taken, and the one ACK of the handshake covers
+// them.
+TEST(TcpStateSynSent, TextOnASynAckIsDelivered_Rfc9293_3_10_7_3_Fourth) {
   Harness h;
   ASSERT_NO_FATAL_FAILURE(h.drive(State::kSynSent));
   (void)h.take();
-  h.deliver(h.syn_seg(kSyn | kAck).data(10));
+  const Bytes data = pattern(10, 9);
+  h.deliver(h.syn_seg(kSyn | kAck).data(data));
   EXPECT_STATE(h, State::kEstablished);
   EXPECT_EQ(h.conn().readable(), 10u);
   EXPECT_EQ(h.conn().rcv_nxt(), h.options().peer_iss + 11);
+  const auto out = h.take();
+  ASSERT_EQ(out.size(), 1u) << describe(out);
+  EXPECT_EQ(out[0].h.flags.bits, kAck);
+  EXPECT_EQ(out[0].h.ack, h.options().peer_iss + 11);
+  Bytes got(10);
+  ASSERT_EQ(h.conn().receive(got, h.now()).value(), 10u);
+  EXPECT_EQ(got, data);
+}
+
+// The same with a FIN after the text: CLOSE-WAIT at once.
+TEST(TcpStateSynSent, FinOnASynAckIsTaken_Rfc9293_3_10_7_3_Fourth) {
+  Harness h;
+  ASSERT_NO_FATAL_FAILURE(h.drive(State::kSynSent));
+  (void)h.take();
+  h.deliver(h.syn_seg(kSyn | kAck | kFin).data(10));
+  EXPECT_STATE(h, State::kCloseWait);
+  EXPECT_EQ(h.conn().readable(), 10u);
+  EXPECT_EQ(h.conn().rcv_nxt(), h.options().peer_iss + 12);
+  const auto out = h.take();
+  ASSERT_EQ(out.size(), 1u) << describe(out);
+  EXPECT_EQ(out[0].h.ack, h.options().peer_iss + 12);
+  EXPECT_FALSE(h.conn().eof());  // the text is still to be read
 }
 
 // --- SYN-RECEIVED (passive open; RFC 9293 3.10.7.2 made it) ------------------

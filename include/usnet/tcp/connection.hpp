@@ -363,9 +363,17 @@ class Connection {
              mem::PacketPool* pool, mem::OwnerId owner);
 
   // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
-  void on_segment_syn_sent(const wire::TcpRepr& seg, Nanos now);
+  void on_segment_syn_sent(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                           IpEcn ecn);
   void on_segment_synchronized(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
                                InboundBuffer* buffer, IpEcn ecn = IpEcn::kNotEct);
+  // RFC 9293 3.10.7.4 sixth to eighth, for a segment that passed the steps
+  // before (or a SYN,ACK's text: 3.10.7.3 fourth): text, held FIN, FIN;
+  // then an ACK (at once with `ack_now` or when the steps call for one,
+  // else delayed) and output. `zero_window_text`: step one refused the
+  // text (a zero window) and the ACK answers it.
+  void receive_text(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
+                    InboundBuffer* buffer, IpEcn ecn, bool zero_window_text, bool ack_now);
   // Moves out-of-order data that now continues the stream into recv_.
   void drain_ooo();
   // Bytes the SACK option of the next segment takes (0 without blocks).
