@@ -122,6 +122,30 @@ TEST_P(TcpHttp, UsnetClientDownloads100MiBFromTheKernel) {
   (void)server.get();
 }
 
+// RFC 3168 against Linux: usnet's SYN asks for ECN (--ecn on), the kernel
+// (net.ipv4.tcp_ecn = 2, its default: accept) agrees, usnet marks its data
+// ECT(0) and the download is byte-exact.
+TEST_P(TcpHttp, UsnetClientNegotiatesEcnWithTheKernel) {
+  const std::string sum = make_file("ecn", 4);
+  auto server = std::async(std::launch::async, [this] {
+    return ns_->exec(
+        "cd " + dir_ + "/www && timeout 60 /usr/bin/python3 -m http.server 8081 --bind 198.18.0.2", 70);
+  });
+  for (int i = 0; i < 50 && ns_->exec("curl -s -o /dev/null http://198.18.0.2:8081/", 5).status != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const std::string got = dir_ + "/got-ecn";
+  const auto r = usnet("http-get --ecn on --link " + link_uri() + " --addr 198.18.0.1/24 -t 60 -o " + got +
+                           " http://198.18.0.2:8081/ecn",
+                       70);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(sha256(got), sum);
+  EXPECT_EQ(counter(r.output, "connections with ecn"), 1u) << r.output;
+  EXPECT_GT(counter(r.output, "data segments sent ect\\(0\\)"), 0u) << r.output;
+  (void)ns_->exec("pkill -f 'http.server 8081' || true", 5);
+  (void)server.get();
+}
+
 // Faults on every frame usnet receives and sends (seeded): 1% and then 5%
 // dropped, 1% reordered, 1% duplicated. Both directions complete
 // byte-exactly; usnet's counters show its retransmissions and the

@@ -43,6 +43,10 @@ void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   cmd->add_option("--buffers", opt.buffers, "Packet buffers (2048 bytes each) in the pool")
       ->check(CLI::Range(64u, 1u << 20))
       ->capture_default_str();
+  cmd->add_option("--ecn", opt.ecn,
+                  "TCP ECN (RFC 3168): off, accept (when the peer's SYN asks) or on (our SYNs ask too)")
+      ->check(CLI::IsMember({"off", "accept", "on"}))
+      ->capture_default_str();
   auto* g = cmd->add_option_group("Fault injection", "Faults applied to received frames, replayable by seed");
   g->add_option("--fault-drop", opt.fault_drop, "Probability a received frame is dropped")
       ->check(CLI::Range(0.0, 1.0));
@@ -75,6 +79,7 @@ link::Nanos ToolStack::now() {
 
 Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOptions& opt) {
   std::unique_ptr<ToolStack> s(new ToolStack);
+  s->ecn_ = opt.ecn;
   const auto address = parse_cidr(opt.addr);
   if (!address)
     return unexpected("--addr " + opt.addr + ": expected an IPv4 address and prefix, like 198.18.0.1/24");
@@ -181,6 +186,9 @@ tcp::TcpLayer& ToolStack::tcp() {
     if (::getrandom(&r, sizeof r, 0) == static_cast<ssize_t>(sizeof r)) config.seed ^= r;
     config.connection.send_buffer = std::size_t{1} << 20;
     config.connection.recv_buffer = std::size_t{1} << 20;
+    config.connection.ecn = ecn_ == "on"    ? tcp::EcnMode::kOn
+                            : ecn_ == "off" ? tcp::EcnMode::kOff
+                                            : tcp::EcnMode::kAccept;
     config.connection.mss = static_cast<std::uint16_t>(std::min<std::uint32_t>(iface_->mtu() - 40, 65495));
     auto layer = tcp::TcpLayer::create(*iface_, *pool_, owner_, config);
     // The configuration above is valid, so create() cannot refuse it.

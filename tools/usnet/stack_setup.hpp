@@ -31,6 +31,7 @@ struct StackOptions {
   std::vector<std::string> routes;     // "PREFIX/LEN,GATEWAY"
   std::string pcap;                    // capture file, optional
   std::uint32_t buffers = 4096;        // pool buffers of 2048 bytes
+  std::string ecn = "accept";          // TCP ECN: off, accept (a peer's request) or on (ask too)
   // Faults injected on receive (seeded, so a run can be replayed).
   double fault_drop = 0, fault_corrupt = 0, fault_duplicate = 0, fault_reorder = 0;
   std::uint64_t fault_seed = 1;
@@ -85,6 +86,7 @@ class ToolStack {
   std::unique_ptr<net::Interface> iface_;
   std::unique_ptr<udp::UdpLayer> udp_;
   std::unique_ptr<tcp::TcpLayer> tcp_;
+  std::string ecn_ = "accept";  // StackOptions::ecn, for the TCP layer made on first use
   const link::FaultInjector* faults_ = nullptr;
   const link::AfXdpLink* xdp_ = nullptr;  // the link, when it is AF_XDP (for its program's counters)
 };
