@@ -104,6 +104,8 @@ const char* to_string(SegmentDrop d) noexcept {
       return "text into a zero receive window (acked)";
     case SegmentDrop::kBeyondFin:
       return "text or a fin past the peer's fin";
+    case SegmentDrop::kNoTimestamps:
+      return "no timestamps once agreed";
     case SegmentDrop::kCount:
       break;
   }
@@ -387,6 +389,16 @@ bool Connection::acceptable(const TcpRepr& seg, std::uint32_t len) const noexcep
 void Connection::on_segment_synchronized(const TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
                                          InboundBuffer* buffer, IpEcn ecn) {
   std::uint32_t len = seg_len(seg);
+  // RFC 7323 3.2: a non-RST segment without TSopt once timestamps are
+  // agreed "SHOULD" be dropped silently; by default it is processed and
+  // counted (see ConnectionConfig::drop_missing_timestamps for why).
+  if (ts_on_ && !seg.options.timestamps && !seg.flags.rst()) {
+    if (config_.drop_missing_timestamps) {
+      counters_.drop(SegmentDrop::kNoTimestamps);
+      return;
+    }
+    ++counters_.ts_missing;
+  }
   // RFC 7323 5.3 R1: PAWS, before anything else (an RST is still judged by
   // its sequence number: R1 exempts it so that a peer with a reset clock
   // can still reset).

@@ -34,7 +34,9 @@
 //     attacker cannot count them to learn the window (RFC 5961 7, CVE-2016-5696).
 //   - RFC 7323 5: PAWS drops a non-RST segment whose timestamp is older than
 //     TS.Recent (and ACKs it); TS.Recent is updated only from segments that
-//     cover RCV.NXT (5.3 rule R3).
+//     cover RCV.NXT (5.3 rule R3). A non-RST segment without timestamps
+//     once they are agreed is processed and counted, not dropped as RFC
+//     7323 3.2 advises (a SHOULD; see drop_missing_timestamps).
 //   - RFC 1122 4.2.3.3 / RFC 9293 3.8.6.2: receiver silly window avoidance;
 //     sender: Nagle (unless no_delay) and the RFC 9293 3.8.6.2.1 rules.
 //   - The urgent mechanism is not supported: URG is ignored and the data is
@@ -147,6 +149,16 @@ struct ConnectionConfig {
   std::uint32_t keepalive_probes = 9;
   bool window_scaling = true;
   bool timestamps = true;
+  // RFC 7323 3.2: once timestamps are agreed, "If a non-<RST> segment is
+  // received without a TSopt, a TCP SHOULD silently drop the segment." A
+  // SHOULD that deployed stacks do not follow: several widely used ones
+  // agree to timestamps and then leave them off some segments (keep-alives,
+  // or all of them after the handshake), so FreeBSD tolerates them by
+  // default (net.inet.tcp.tolerate_missing_ts = 1 since 2021) and Linux
+  // processes them. The default does the same: the segment is processed
+  // (PAWS and TS.Recent skip it) and counted (ts_missing); true drops it,
+  // counted as SegmentDrop::kNoTimestamps. An RST is never dropped for it.
+  bool drop_missing_timestamps = false;
   bool sack = true;  // offer SACK-permitted and send SACK blocks (RFC 2018)
                      // Out-of-order segments held (pool buffers pinned); their bytes are
                      // bounded by recv_buffer (ROBUSTNESS 11).
@@ -213,6 +225,7 @@ enum class SegmentDrop : std::uint8_t {
                      // field taken, answered with an ACK: RFC 1122 4.2.2.17)
   kBeyondFin,        // text or a FIN past a FIN the peer sent earlier, which ends its
                      // stream (never delivered; see OooQueue)
+  kNoTimestamps,     // RFC 7323 3.2: no TSopt once agreed (only with drop_missing_timestamps)
   kCount
 };
 inline constexpr std::size_t kSegmentDropCount = static_cast<std::size_t>(SegmentDrop::kCount);
@@ -234,6 +247,7 @@ struct ConnectionCounters {
                                    // probes sent           // zero-window probes sent
   std::uint64_t delayed_acks = 0;  // ACKs sent by the delayed-ACK timer
   std::uint64_t ooo_queued = 0;    // segments kept in the out-of-order queue
+  std::uint64_t ts_missing = 0;    // non-RST segments without TSopt once agreed (RFC 7323 3.2)
   std::uint64_t pmtu_updates = 0;  // segment size lowered by "fragmentation needed"
   std::uint64_t pmtu_ignored = 0;  // such messages ignored (sequence not ours, MTU not lower)
   std::uint64_t sack_recoveries = 0;  // RFC 6675 recoveries (also counted in fast_retransmits)
