@@ -1,5 +1,6 @@
 #include "netns.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -86,7 +87,12 @@ bool cidr_allowed(std::string_view cidr) {
 CmdResult run(const std::vector<std::string>& argv, int timeout_s) {
   CmdResult r;
   int fds[2];
-  if (argv.empty() || pipe(fds) != 0) return r;
+  // Close-on-exec: a command another thread starts at the same moment
+  // (a usnet server started with std::async while this one pings) must not
+  // inherit this pipe's write end, or the read below waits for EOF until
+  // that other command exits (a 5 s ping took as long as the server ran).
+  // dup2() below gives the child its own copies without the flag.
+  if (argv.empty() || pipe2(fds, O_CLOEXEC) != 0) return r;
   std::vector<std::string> full = {"/usr/bin/timeout", "-s", "KILL", std::to_string(timeout_s)};
   full.insert(full.end(), argv.begin(), argv.end());
   std::vector<char*> args;
