@@ -48,6 +48,8 @@ std::string_view to_string(TcpDropReason r) noexcept {
       return "syn beyond the listen backlog";
     case TcpDropReason::kNoSlot:
       return "syn with every connection slot in use";
+    case TcpDropReason::kNoMemory:
+      return "connection past the buffer memory bound";
     case TcpDropReason::kResetLimited:
       return "reset withheld by the rate limit";
     case TcpDropReason::kBadCookie:
@@ -68,7 +70,8 @@ Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Inter
                                                                       mem::OwnerId owner,
                                                                       const TcpConfig& config) {
   if (config.max_connections == 0 || config.max_listeners == 0 || config.ephemeral_min == 0 ||
-      config.ephemeral_min > config.ephemeral_max) {
+      config.ephemeral_min > config.ephemeral_max ||
+      config.max_buffer_memory < config.connection.send_buffer + config.connection.recv_buffer) {
     return unexpected(err(EINVAL));
   }
   // The connection config is checked by making one (with a throwaway sink).
@@ -159,7 +162,14 @@ bool TcpLayer::slot_ok(std::uint32_t slot, std::uint32_t generation) const noexc
 
 std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) {
   (void)now;
-  if (live_ >= config_.max_connections) return std::nullopt;
+  if (live_ >= config_.max_connections) {
+    refusal_ = TcpDropReason::kNoSlot;
+    return std::nullopt;
+  }
+  if (buffer_committed_ + per_connection_buffers() > config_.max_buffer_memory) {
+    refusal_ = TcpDropReason::kNoMemory;
+    return std::nullopt;
+  }
   std::uint32_t i = 0;
   if (!free_slots_.empty()) {
     i = free_slots_.back();
@@ -183,6 +193,7 @@ std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) 
   s.timer = {};
   s.key = tuple_of(ep);
   ++live_;
+  buffer_committed_ += per_connection_buffers();
   return i;
 }
 
@@ -264,6 +275,7 @@ void TcpLayer::free_slot(std::uint32_t i) {
   s.generation = generation;
   free_slots_.push_back(i);
   --live_;
+  buffer_committed_ -= per_connection_buffers();
   ++counters_.connections_freed;
 }
 
@@ -447,19 +459,22 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
         counters_.drop(TcpDropReason::kBacklogFull);  // the application is not accepting
         return;
       }
-      if (l.half_open >= l.backlog || live_ >= config_.max_connections) {
+      if (l.half_open >= l.backlog || !room_for_one()) {
         // Under a SYN flood: answer statelessly (ROBUSTNESS 14).
         if (config_.syn_cookies && cookies_) {
           send_cookie(d, *seg, now);
-        } else {
+        } else if (l.half_open >= l.backlog) {
           counters_.drop(TcpDropReason::kBacklogFull);
+        } else {
+          counters_.drop(live_ >= config_.max_connections ? TcpDropReason::kNoSlot
+                                                          : TcpDropReason::kNoMemory);
         }
         return;
       }
       const Endpoints ep{d.ip.dst, seg->dst_port, d.ip.src, seg->src_port};
       const auto i = new_slot(ep, now);
       if (!i) {
-        counters_.drop(TcpDropReason::kNoSlot);
+        counters_.drop(refusal_);
         return;
       }
       Slot& s = slots_[*i];
@@ -532,7 +547,7 @@ bool TcpLayer::accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wi
   const Endpoints ep{d.ip.dst, seg.dst_port, d.ip.src, seg.src_port};
   const auto i = new_slot(ep, now);
   if (!i) {
-    counters_.drop(TcpDropReason::kNoSlot);
+    counters_.drop(refusal_);
     return true;
   }
   Slot& s = slots_[*i];
@@ -737,6 +752,8 @@ std::string TcpLayer::format_counters(bool all) const {
                           "dropped: " + std::string(to_string(static_cast<TcpDropReason>(r))));
   }
   line(live_, "connections open");
+  out += "    " + std::to_string(buffer_committed_) + " bytes of buffer memory committed (bound " +
+         std::to_string(config_.max_buffer_memory) + ")\n";
   const ConnectionCounters t = connection_totals();
   line(t.bytes_in, "bytes received in order");
   line(t.bytes_out, "bytes sent (first transmissions)");

@@ -367,5 +367,46 @@ TEST(TcpLayer, AThousandConcurrentConnectionsOpenExchangeAndClose) {
   EXPECT_EQ(n.tb->counters().connections_freed, static_cast<std::uint64_t>(kConns));
 }
 
+// Memory in total (issue 4's limits): every connection commits its send and
+// receive buffers; past max_buffer_memory no connection is made, whoever
+// asks, and closing one makes room again.
+TEST(TcpLayer, ConnectionsPastTheBufferMemoryBoundAreRefused) {
+  constexpr std::size_t kPer = 2 * 64 * 1024;  // config(): 64 KiB each way
+  TcpConfig ca = config(11);
+  ca.max_buffer_memory = 3 * kPer;
+  TcpConfig cb = config(22);
+  cb.max_buffer_memory = 2 * kPer;
+  cb.syn_cookies = false;  // refused SYNs are dropped, not answered statelessly
+  Net n(ca, cb);
+  auto listener = n.tb->listen({{}, 80}, 8);
+  ASSERT_TRUE(listener);
+  std::vector<TcpStream> clients;
+  for (int i = 0; i < 3; ++i) clients.push_back(*n.ta->connect({kOurIp, 80}, n.now()));
+  // The client's own bound: a fourth connection is refused at once.
+  const auto fourth = n.ta->connect({kOurIp, 80}, n.now());
+  ASSERT_FALSE(fourth);
+  EXPECT_EQ(fourth.error(), std::errc::no_buffer_space);
+  EXPECT_EQ(n.ta->buffer_memory_committed(), 3 * kPer);
+  n.run(20ms);
+  // The server's bound: two are made, the third SYN is dropped for memory.
+  EXPECT_EQ(n.tb->connection_count(), 2u);
+  EXPECT_EQ(n.tb->buffer_memory_committed(), 2 * kPer);
+  EXPECT_GE(n.tb->counters().dropped(TcpDropReason::kNoMemory), 1u);
+  EXPECT_NE(n.tb->format_counters().find("connection past the buffer memory bound"), std::string::npos);
+  // One closes and goes away: the third client's retransmitted SYN gets in.
+  auto s1 = listener->accept();
+  ASSERT_TRUE(s1);
+  s1->abort(n.now());
+  n.run(3s, 10ms);
+  EXPECT_EQ(n.tb->connection_count(), 2u);
+  std::size_t established = 0;
+  for (auto& c : clients) established += c.connection().state() == State::kEstablished ? 1 : 0;
+  EXPECT_EQ(established, 2u);  // the aborted one was reset, the third is in
+  // A bound smaller than one connection's buffers is a configuration error.
+  TcpConfig bad = config(33);
+  bad.max_buffer_memory = kPer - 1;
+  EXPECT_EQ(TcpLayer::create(*n.a.iface, *n.pool, n.a.owner, bad).error(), std::errc::invalid_argument);
+}
+
 }  // namespace
 }  // namespace usnet::tcp

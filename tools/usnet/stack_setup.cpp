@@ -186,6 +186,9 @@ tcp::TcpLayer& ToolStack::tcp() {
     if (::getrandom(&r, sizeof r, 0) == static_cast<ssize_t>(sizeof r)) config.seed ^= r;
     config.connection.send_buffer = std::size_t{1} << 20;
     config.connection.recv_buffer = std::size_t{1} << 20;
+    // 2,048 connections' worth: the rings are allocated on first use, and
+    // only the pages data passes through become resident.
+    config.max_buffer_memory = std::size_t{4} << 30;
     config.connection.ecn = ecn_ == "on"    ? tcp::EcnMode::kOn
                             : ecn_ == "off" ? tcp::EcnMode::kOff
                                             : tcp::EcnMode::kAccept;

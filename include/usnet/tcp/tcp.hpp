@@ -67,6 +67,13 @@ struct Endpoint {
 struct TcpConfig {
   ConnectionConfig connection;
   std::uint32_t max_connections = 4096;
+  // Memory for connection buffers in total: each connection commits its
+  // send_buffer + recv_buffer (ConnectionConfig) while it exists, and a
+  // connection that would go past this bound is not made (a SYN is answered
+  // with a cookie or dropped, connect() fails with ENOBUFS). With
+  // max_connections it bounds what peers can make the layer hold; the
+  // buffers themselves are allocated on first use.
+  std::size_t max_buffer_memory = std::size_t{1} << 30;
   std::uint32_t max_listeners = 64;
   // RFC 6335 6: the dynamic (ephemeral) port range.
   std::uint16_t ephemeral_min = 49152;
@@ -93,6 +100,7 @@ enum class TcpDropReason : std::uint8_t {
   kNoConnection,  // nobody owns it (a reset is sent unless it was one)
   kBacklogFull,   // a SYN beyond the listener's half-open bound
   kNoSlot,        // a SYN when max_connections are open
+  kNoMemory,      // a connection would pass max_buffer_memory
   kResetLimited,  // a reset that the rate limit withheld
   kBadCookie,     // an ACK for a listener whose cookie did not check out (a reset is sent)
   kNoSynNoAck,    // to a listener with none of SYN, ACK, RST: no reset (RFC 9293 3.10.7.2 fourth)
@@ -200,7 +208,7 @@ class TcpLayer : private SegmentSink {
 
   // Active open to `remote` from an ephemeral port (or `local_port`).
   // ENETUNREACH: no route; EADDRINUSE: no free port or the 4-tuple is
-  // taken; ENOBUFS: max_connections reached.
+  // taken; ENOBUFS: max_connections or max_buffer_memory reached.
   Expected<TcpStream, std::error_code> connect(Endpoint remote, Nanos now, std::uint16_t local_port = 0);
   // Passive open on `local` (address any, or one of the interface's).
   // EADDRINUSE: already listening there; EADDRNOTAVAIL: not our address;
@@ -215,6 +223,8 @@ class TcpLayer : private SegmentSink {
   const TcpCounters& counters() const noexcept { return counters_; }
   // Connections in the layer (any state but the freed).
   std::size_t connection_count() const noexcept { return live_; }
+  // Buffer memory the connections now commit (see max_buffer_memory).
+  std::size_t buffer_memory_committed() const noexcept { return buffer_committed_; }
   // Connections that still have data or a FIN of ours to deliver (or, not
   // yet established, a handshake to finish): the ones a program that stops
   // should wait for. TIME-WAIT and FIN-WAIT-2 (everything sent was
@@ -296,6 +306,17 @@ class TcpLayer : private SegmentSink {
   std::vector<std::uint32_t> free_slots_;
   std::vector<Listener> listeners_;
   std::size_t live_ = 0;
+  std::size_t buffer_committed_ = 0;  // per_connection_buffers() per live connection
+  // Why the last new_slot() failed: kNoSlot or kNoMemory.
+  TcpDropReason refusal_ = TcpDropReason::kNoSlot;
+  std::size_t per_connection_buffers() const noexcept {
+    return config_.connection.send_buffer + config_.connection.recv_buffer;
+  }
+  // Room for one more connection: a slot and its buffer memory.
+  bool room_for_one() const noexcept {
+    return live_ < config_.max_connections &&
+           buffer_committed_ + per_connection_buffers() <= config_.max_buffer_memory;
+  }
   TcpCounters counters_;
   ConnectionCounters freed_totals_;  // counters of connections already freed
   std::uint64_t rng_;
