@@ -309,12 +309,14 @@ void TcpLayer::settle(std::uint32_t i, Nanos now) {
   const Nanos d = c.next_deadline();
   const Nanos want = d == Nanos::max() ? d : std::max(d, now);
   if (want == s.armed) return;
-  if (want == Nanos::max()) {
-    (void)wheel_.cancel(s.timer);
-    s.armed = want;
-  } else if (!wheel_.arm(s.timer, want, i)) {
-    s.armed = want;
-  }
+  // Lazily: a deadline later than the armed one (the retransmission timer
+  // moves later on every ACK of new data), or none at all, leaves the wheel
+  // as it is; when the armed time comes, on_timer() finds nothing due and
+  // this arms the real deadline. About one wheel operation per armed period
+  // instead of one or two per segment. next_deadline() may then be early
+  // (a wake-up with nothing to do), never late.
+  if (s.armed != Nanos::max() && want > s.armed) return;
+  if (!wheel_.arm(s.timer, want, i)) s.armed = want;
 }
 
 SeqNum TcpLayer::initial_sequence(const FourTuple& t, Nanos now) const noexcept {
