@@ -306,7 +306,8 @@ class TcpLayer : private SegmentSink {
   std::vector<std::uint32_t> free_slots_;
   std::vector<Listener> listeners_;
   std::size_t live_ = 0;
-  std::size_t buffer_committed_ = 0;  // per_connection_buffers() per live connection
+  std::size_t buffer_committed_ = 0;      // per_connection_buffers() per live connection
+  std::uint32_t last_slot_ = UINT32_MAX;  // the connection of the last segment received (a hint)
   // Why the last new_slot() failed: kNoSlot or kNoMemory.
   TcpDropReason refusal_ = TcpDropReason::kNoSlot;
   std::size_t per_connection_buffers() const noexcept {
