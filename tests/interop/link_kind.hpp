@@ -30,9 +30,16 @@ inline std::string link_kind_name(const testing::TestParamInfo<LinkKind>& i) {
 }
 
 // The kernel peer: a namespace behind a TAP (usnet runs inside it) or a
-// veth pair (usnet runs on the root-namespace end).
+// veth pair (usnet runs on the root-namespace end), with the kernel's end
+// set up for the link kind (prepare_af_xdp_peer, prepare_af_packet_peer).
 inline Expected<PeerNamespace, std::string> peer_for(LinkKind k) {
-  return k == LinkKind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
+  auto ns = k == LinkKind::Tap ? PeerNamespace::with_persistent_tap() : PeerNamespace::with_veth();
+  if (!ns) return ns;
+  const std::string err = k == LinkKind::AfXdp      ? prepare_af_xdp_peer(*ns)
+                          : k == LinkKind::AfPacket ? prepare_af_packet_peer(*ns)
+                                                    : std::string();
+  if (!err.empty()) return unexpected(err);
+  return ns;
 }
 
 inline std::string link_uri(LinkKind k, const PeerNamespace& ns) {

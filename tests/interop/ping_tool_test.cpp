@@ -33,9 +33,6 @@ class PingTool : public testing::TestWithParam<Kind> {
     auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
-    if (GetParam() == Kind::AfXdp) {
-      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
-    }
     pcap_ = "/tmp/usnet-ping-" + std::to_string(::getpid()) + "-" + ns_->name() + ".pcap";
   }
   void TearDown() override { ::unlink(pcap_.c_str()); }

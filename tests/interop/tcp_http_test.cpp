@@ -35,12 +35,6 @@ class TcpHttp : public testing::TestWithParam<Kind> {
     auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
-    if (GetParam() == Kind::AfXdp) {
-      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
-    }
-    if (GetParam() == Kind::AfPacket) {
-      ASSERT_EQ(prepare_af_packet_peer(*ns_), "");
-    }
     dir_ = "/tmp/usnet-http-" + std::to_string(::getpid()) + "-" + ns_->name();
     ASSERT_EQ(sh("mkdir -p " + dir_ + "/www").status, 0);
   }

@@ -34,12 +34,6 @@ class TcpMany : public testing::TestWithParam<LinkKind> {
     auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
-    if (GetParam() == LinkKind::AfXdp) {
-      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
-    }
-    if (GetParam() == LinkKind::AfPacket) {
-      ASSERT_EQ(prepare_af_packet_peer(*ns_), "");
-    }
     dir_ = "/tmp/usnet-many-" + std::to_string(::getpid()) + "-" + ns_->name();
     ASSERT_EQ(sh("mkdir -p " + dir_ + "/www && head -c 5000 /dev/urandom > " + dir_ + "/www/page").status, 0);
   }

@@ -45,9 +45,6 @@ class UdpTool : public testing::TestWithParam<Kind> {
     auto ns = peer_for(GetParam());
     ASSERT_TRUE(ns) << ns.error();
     ns_.emplace(std::move(*ns));
-    if (GetParam() == Kind::AfXdp) {
-      ASSERT_EQ(prepare_af_xdp_peer(*ns_), "");
-    }
   }
   std::string link_uri() const { return usnet::test::link_uri(GetParam(), *ns_); }
   CmdResult usnet(const std::string& args, int timeout_s) const {

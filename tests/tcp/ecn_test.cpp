@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "net/net_test_util.hpp"
+#include "tcp/stream_transfer.hpp"
 #include "usnet/tcp/connection.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/wire/checksum.hpp"
@@ -801,24 +802,7 @@ struct Net {
   }
 };
 
-Bytes transfer(Net& n, TcpStream& from, TcpStream& to, const Bytes& data) {
-  Bytes got;
-  std::size_t sent = 0;
-  std::array<std::byte, 16384> buf{};
-  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
-    if (sent < data.size()) {
-      auto r = from.send(std::span(data).subspan(sent), n.now());
-      if (r) sent += *r;
-    }
-    n.step();
-    for (;;) {
-      auto r = to.receive(buf, n.now());
-      if (!r || *r == 0) break;
-      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
-    }
-  }
-  return got;
-}
+using test::transfer;  // tcp/stream_transfer.hpp
 
 TEST(TcpEcnLayer, Rfc3168_5_and_6_1_IpEcnFieldEndToEnd) {
   Net n(layer_config(11, EcnMode::kOn), layer_config(22, EcnMode::kAccept));

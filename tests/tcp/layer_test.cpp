@@ -7,6 +7,7 @@
 #include <random>
 
 #include "net/net_test_util.hpp"
+#include "tcp/stream_transfer.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/wire/checksum.hpp"
 
@@ -68,25 +69,7 @@ struct Net {
   }
 };
 
-// Moves `data` from one stream to the other, byte-exact, bounded.
-Bytes transfer(Net& n, TcpStream& from, TcpStream& to, const Bytes& data) {
-  Bytes got;
-  std::size_t sent = 0;
-  std::array<std::byte, 16384> buf{};
-  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
-    if (sent < data.size()) {
-      auto r = from.send(std::span(data).subspan(sent), n.now());
-      if (r) sent += *r;
-    }
-    n.step();
-    for (;;) {
-      auto r = to.receive(buf, n.now());
-      if (!r || *r == 0) break;
-      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
-    }
-  }
-  return got;
-}
+using test::transfer;  // tcp/stream_transfer.hpp
 
 TEST(TcpLayer, ConnectAcceptTransferClose) {
   Net n;
