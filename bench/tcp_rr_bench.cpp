@@ -50,8 +50,8 @@
 // its link; this process enters namespace b for the run and returns to its
 // own afterwards.
 //
-// The process and namespace plumbing follows bench/udp_rr_bench.cpp (the
-// same shapes, kept per program so each benchmark stands alone).
+// The namespace plumbing is bench/veth_topology.hpp, shared with
+// bench/udp_rr_bench.cpp.
 #include <arpa/inet.h>
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
@@ -99,6 +99,7 @@
 #include "usnet/net/interface.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/util/bytes.hpp"
+#include "veth_topology.hpp"
 
 namespace {
 
@@ -163,7 +164,6 @@ std::span<const std::byte> pattern_at(std::uint64_t offset, std::size_t len) {
 
 // ------------------------------------------------------------------ peer
 
-std::atomic<pid_t> g_peer_pid{-1};
 volatile sig_atomic_t g_peer_stop = 0;
 void on_peer_term(int) { g_peer_stop = 1; }
 
@@ -297,208 +297,8 @@ void report_bulk(benchmark::State& state, std::uint64_t bytes, Nanos elapsed, co
 
 // ------------------------------------------------------------------ commands and namespaces
 
-// The command (absolute path), output discarded. Async-signal-safe only:
-// the signal handler uses it with argument vectors built beforehand.
-int run_argv(char* const* argv) {
-  const pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    const int null = ::open("/dev/null", O_RDWR);
-    if (null >= 0) {
-      dup2(null, 1);
-      dup2(null, 2);
-    }
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-// "/usr/bin/timeout -s KILL 10 <argv...>", owning its strings.
-class Command {
- public:
-  explicit Command(const std::vector<std::string>& argv) : text_{"/usr/bin/timeout", "-s", "KILL", "10"} {
-    text_.insert(text_.end(), argv.begin(), argv.end());
-    for (auto& s : text_) ptrs_.push_back(s.data());
-    ptrs_.push_back(nullptr);
-  }
-  Command(const Command&) = delete;
-  Command& operator=(const Command&) = delete;
-  int run() const { return run_argv(ptrs_.data()); }
-  std::string text() const {
-    std::string t;
-    for (std::size_t i = 4; i < text_.size(); ++i) t += (i > 4 ? " " : "") + text_[i];
-    return t;
-  }
-
- private:
-  std::vector<std::string> text_;
-  std::vector<char*> ptrs_;
-};
-
-std::string find_ip() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return {};
-}
-
-struct VethTopology {
-  std::string ns_a, ns_b, if_a, if_b;
-  std::vector<std::unique_ptr<Command>> cleanup;  // built before anything is created
-  void remove() const {
-    for (const auto& c : cleanup) (void)c->run();
-  }
-};
-
-// Deliberately leaked: the signal handler may run during static destruction.
-VethTopology* g_topology = nullptr;
-std::atomic<bool> g_topology_live{false};
-
-void remove_topology_now() {
-  if (g_topology_live.exchange(false)) g_topology->remove();
-}
-
-void on_fatal_signal(int sig) {
-  const pid_t peer = g_peer_pid.load();
-  if (peer > 0) {
-    kill(peer, SIGKILL);
-    waitpid(peer, nullptr, 0);
-  }
-  remove_topology_now();
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-
-struct TopologyAtExit {
-  ~TopologyAtExit() { remove_topology_now(); }
-} g_topology_at_exit;
-
-// Namespaces uxt-<pid>-a/b left by a run that died by SIGKILL: deleted.
-void sweep_stale(const std::string& ip) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/run/netns", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind("uxt-", 0) != 0) continue;
-    const auto dash = name.find('-', 4);
-    if (dash == std::string::npos) continue;
-    const long pid = std::strtol(name.substr(4, dash - 4).c_str(), nullptr, 10);
-    if (pid > 0 && pid != getpid() && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
-      (void)Command({ip, "netns", "del", name}).run();
-    }
-  }
-}
-
-std::string veth_blocker() {
-  if (geteuid() != 0) return "needs root (network namespaces, veth, AF_XDP): run as root";
-  if (find_ip().empty()) return "the 'ip' command (iproute2) is missing: run scripts/install-deps";
-  if (::access("/usr/bin/timeout", X_OK) != 0) return "/usr/bin/timeout (coreutils) is missing";
-  return {};
-}
-
-const VethTopology* topology(std::string& error) {
-  static std::string failed;
-  if (g_topology_live.load()) return g_topology;
-  if (!failed.empty()) {
-    error = failed;
-    return nullptr;
-  }
-  if (error = veth_blocker(); !error.empty()) return nullptr;
-  const std::string ip = find_ip();
-  sweep_stale(ip);
-  const std::string pid = std::to_string(getpid());
-  auto* t = new VethTopology;
-  t->ns_a = "uxt-" + pid + "-a";
-  t->ns_b = "uxt-" + pid + "-b";
-  t->if_a = "uxt" + pid + "a";  // at most 15 characters: pids have at most 7 digits
-  t->if_b = "uxt" + pid + "b";
-  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "link", "del", t->if_a}));
-  t->cleanup.push_back(
-      std::make_unique<Command>(std::vector<std::string>{ip, "-n", t->ns_a, "link", "del", t->if_a}));
-  t->cleanup.push_back(
-      std::make_unique<Command>(std::vector<std::string>{ip, "-n", t->ns_b, "link", "del", t->if_b}));
-  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "netns", "del", t->ns_a}));
-  t->cleanup.push_back(std::make_unique<Command>(std::vector<std::string>{ip, "netns", "del", t->ns_b}));
-  g_topology = t;
-  g_topology_live.store(true);
-  struct sigaction sa {};
-  sa.sa_handler = on_fatal_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-
-  auto in = [&](const std::string& ns, std::vector<std::string> argv) {
-    argv.insert(argv.begin(), {ip, "netns", "exec", ns});
-    return argv;
-  };
-  const std::vector<std::vector<std::string>> steps = {
-      {ip, "netns", "add", t->ns_a},
-      {ip, "netns", "add", t->ns_b},
-      in(t->ns_a, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
-      in(t->ns_b, {"/usr/sbin/sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"}),
-      {ip, "link", "add", t->if_a, "numtxqueues", "1", "numrxqueues", "1", "type", "veth", "peer", "name",
-       t->if_b, "numtxqueues", "1", "numrxqueues", "1"},
-      {ip, "link", "set", t->if_a, "netns", t->ns_a},
-      {ip, "link", "set", t->if_b, "netns", t->ns_b},
-      {ip, "-n", t->ns_a, "addr", "add", "198.18.1.1/24", "dev", t->if_a},
-      {ip, "-n", t->ns_b, "addr", "add", "198.18.1.2/24", "dev", t->if_b},
-      {ip, "-n", t->ns_a, "link", "set", t->if_a, "up"},
-      {ip, "-n", t->ns_b, "link", "set", t->if_b, "up"},
-  };
-  for (const auto& step : steps) {
-    const Command c(step);
-    if (const int status = c.run(); status != 0) {
-      failed = "'" + c.text() + "' failed (status " + std::to_string(status) + ")";
-      remove_topology_now();
-      error = failed;
-      return nullptr;
-    }
-  }
-  return t;
-}
-
-class ScopedNetns {
- public:
-  explicit ScopedNetns(const std::string& ns) {
-    self_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-    if (self_ < 0 || fd < 0) {
-      error_ = "cannot open namespace " + ns + ": " + std::strerror(errno);
-    } else if (::setns(fd, CLONE_NEWNET) != 0) {
-      error_ = "setns into " + ns + ": " + std::strerror(errno);
-    } else {
-      entered_ = true;
-    }
-    if (fd >= 0) ::close(fd);
-  }
-  ~ScopedNetns() {
-    if (entered_ && ::setns(self_, CLONE_NEWNET) != 0) {
-      std::fprintf(stderr, "tcp_rr_bench: cannot return to the original network namespace\n");
-      std::abort();
-    }
-    if (self_ >= 0) ::close(self_);
-  }
-  ScopedNetns(const ScopedNetns&) = delete;
-  ScopedNetns& operator=(const ScopedNetns&) = delete;
-  const std::string& error() const { return error_; }
-
- private:
-  int self_ = -1;
-  bool entered_ = false;
-  std::string error_;
-};
-
-std::string enter_netns(const std::string& ns) {
-  const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "cannot open namespace " + ns + ": " + std::strerror(errno);
-  const int r = ::setns(fd, CLONE_NEWNET);
-  const int e = errno;
-  ::close(fd);
-  if (r != 0) return "setns into " + ns + ": " + std::strerror(e);
-  return {};
-}
+// bench/veth_topology.hpp: Command, the veth topology, ScopedNetns, enter_netns.
+using namespace usnet::bench;
 
 // ------------------------------------------------------------------ usnet stack
 
@@ -983,7 +783,7 @@ void usnet_memif(benchmark::State& state, Workload w) {
 
 void usnet_veth(benchmark::State& state, Workload w) {
   std::string error;
-  const VethTopology* t = topology(error);
+  const VethTopology* t = topology("uxt", error);
   if (t == nullptr) {
     state.SkipWithError(("veth benchmark not run: " + error).c_str());
     return;
@@ -1222,7 +1022,7 @@ const KernelPath kLoopback{INADDR_LOOPBACK, {}, {}};
 // it is deleted at exit.
 void kernel_veth(benchmark::State& state, Workload w, bool busy_poll, bool no_offloads = false) {
   std::string error;
-  const VethTopology* t = topology(error);
+  const VethTopology* t = topology("uxt", error);
   if (t == nullptr) {
     state.SkipWithError(("veth benchmark not run: " + error).c_str());
     return;
