@@ -435,6 +435,8 @@ void AfXdpLink::refill() noexcept {
 
 std::size_t AfXdpLink::rx_burst(std::span<Frame> out, Nanos now) {
   (void)now;
+  // Frames tx_burst() held back go first: an answer may be waiting on them.
+  if (unkicked_ > 0) kick_tx();
   std::uint32_t idx = 0;
   const auto max = static_cast<std::uint32_t>(std::min(out.size(), kMaxBurst));
   std::uint32_t n = xsk_ring_cons__peek(&impl_->rx, max, &idx);
@@ -492,6 +494,7 @@ std::size_t AfXdpLink::tx_burst(std::span<const Frame> frames, Nanos now) {
   (void)now;
   reap_completions();
   std::size_t taken = 0;
+  std::size_t put_total = 0;
   while (taken < frames.size()) {
     const auto want = static_cast<std::uint32_t>(std::min(frames.size() - taken, kMaxBurst));
     std::uint32_t idx = 0;
@@ -529,13 +532,20 @@ std::size_t AfXdpLink::tx_burst(std::span<const Frame> frames, Nanos now) {
     // only those filled (the ring's producer moves by `put`).
     if (put < reserved) impl_->tx.cached_prod -= reserved - put;
     xsk_ring_prod__submit(&impl_->tx, put);
+    put_total += put;
     taken += reserved;
     if (reserved < want) {
       ++counters_.tx_full;
       break;
     }
   }
-  kick_tx();
+  // Copy mode sends inside sendto(), up to a kernel batch per call: one
+  // call per batch rather than per frame (a stack hands over one segment
+  // at a time). Fewer wait for the next rx_burst() (which kicks while
+  // frames are outstanding), the next tx_burst(), or a poll on the fd
+  // (which drives copy-mode transmission too): see Link::tx_burst.
+  unkicked_ += put_total;
+  if (frames.empty() || taken < frames.size() || unkicked_ >= kKickBatch || zero_copy_) kick_tx();
   reap_completions();
   return taken;
 }
@@ -545,6 +555,7 @@ void AfXdpLink::kick_tx() noexcept {
   // sendto() (at most a kernel batch, 32 frames, per call, so this runs on
   // every burst and every receive poll until the ring is drained);
   // zero-copy needs the call only when the kernel asks for it.
+  unkicked_ = 0;
   if (lent_count_ == fill_count_) return;
   if (zero_copy_ && !xsk_ring_prod__needs_wakeup(&impl_->tx)) return;
   if (::sendto(xsk_socket__fd(impl_->xsk), nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0) {

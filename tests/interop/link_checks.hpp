@@ -80,7 +80,10 @@ inline bool send(Link& link, PoolHarness& h, const Bytes& frame) {
   const Frame f{*buf, static_cast<std::uint32_t>(frame.size()), 0, 0};
   const auto deadline = Clock::now() + std::chrono::seconds(1);
   while (Clock::now() < deadline) {
-    if (link.tx_burst({&f, 1}, now()) == 1) return true;
+    if (link.tx_burst({&f, 1}, now()) == 1) {
+      (void)link.tx_burst({}, now());  // a link may hold frames back for a batch (Link::tx_burst)
+      return true;
+    }
     pollfd p{link.wait_fd(), POLLOUT, 1};
     ::poll(&p, 1, 1);
   }

@@ -171,6 +171,10 @@ class AfXdpLink final : public Link {
   std::uint32_t device_rx_queues_ = 0;
   bool steer_all_ = false;
   std::vector<std::uint8_t> lent_;  // per buffer: 1 while the kernel holds it
+  // Frames put on the TX ring since the last kick (copy mode sends in
+  // batches of up to kKickBatch per sendto()).
+  static constexpr std::size_t kKickBatch = 32;
+  std::size_t unkicked_ = 0;
   std::size_t lent_count_ = 0;
   std::size_t fill_count_ = 0;  // of lent_count_: on the fill ring or received but not yet read
   std::uint64_t rx_bad_descriptors_ = 0;

@@ -103,7 +103,10 @@ class Link {
 
   // Takes frames to send, in order; returns how many it took (a prefix of
   // `frames`). Buffers of taken frames belong to the link; the caller keeps
-  // the rest. Never blocks.
+  // the rest. Never blocks. A link may hold taken frames back to send them
+  // as a batch: the next rx_burst() sends them at the latest, and so do an
+  // empty tx_burst() and a poll on wait_fd(); a caller that polls the link,
+  // as a stack does, never leaves a frame behind.
   virtual std::size_t tx_burst(std::span<const Frame> frames, Nanos now) = 0;
 
   // A file descriptor that polls readable when rx_burst() may have frames,
