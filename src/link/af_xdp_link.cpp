@@ -436,7 +436,12 @@ void AfXdpLink::refill() noexcept {
 std::size_t AfXdpLink::rx_burst(std::span<Frame> out, Nanos now) {
   (void)now;
   // Frames tx_burst() held back go first: an answer may be waiting on them.
-  if (unkicked_ > 0) kick_tx();
+  // Copy mode has sent them when sendto() returns: taking the completions
+  // now spares the kick at the end a second, empty sendto().
+  if (unkicked_ > 0) {
+    kick_tx();
+    reap_completions();
+  }
   std::uint32_t idx = 0;
   const auto max = static_cast<std::uint32_t>(std::min(out.size(), kMaxBurst));
   std::uint32_t n = xsk_ring_cons__peek(&impl_->rx, max, &idx);
