@@ -162,14 +162,7 @@ bool TcpLayer::slot_ok(std::uint32_t slot, std::uint32_t generation) const noexc
 
 std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) {
   (void)now;
-  if (live_ >= config_.max_connections) {
-    refusal_ = TcpDropReason::kNoSlot;
-    return std::nullopt;
-  }
-  if (buffer_committed_ + per_connection_buffers() > config_.max_buffer_memory) {
-    refusal_ = TcpDropReason::kNoMemory;
-    return std::nullopt;
-  }
+  if (no_room()) return std::nullopt;
   std::uint32_t i = 0;
   if (!free_slots_.empty()) {
     i = free_slots_.back();
@@ -470,22 +463,19 @@ void TcpLayer::on_datagram(net::InboundDatagram& d, Nanos now) {
         counters_.drop(TcpDropReason::kBacklogFull);  // the application is not accepting
         return;
       }
-      if (l.half_open >= l.backlog || !room_for_one()) {
+      if (const auto full = l.half_open >= l.backlog ? TcpDropReason::kBacklogFull : no_room()) {
         // Under a SYN flood: answer statelessly (ROBUSTNESS 14).
         if (config_.syn_cookies && cookies_) {
           send_cookie(d, *seg, now);
-        } else if (l.half_open >= l.backlog) {
-          counters_.drop(TcpDropReason::kBacklogFull);
         } else {
-          counters_.drop(live_ >= config_.max_connections ? TcpDropReason::kNoSlot
-                                                          : TcpDropReason::kNoMemory);
+          counters_.drop(*full);
         }
         return;
       }
       const Endpoints ep{d.ip.dst, seg->dst_port, d.ip.src, seg->src_port};
       const auto i = new_slot(ep, now);
       if (!i) {
-        counters_.drop(refusal_);
+        counters_.drop(no_room().value_or(TcpDropReason::kNoSlot));
         return;
       }
       Slot& s = slots_[*i];
@@ -558,7 +548,7 @@ bool TcpLayer::accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wi
   const Endpoints ep{d.ip.dst, seg.dst_port, d.ip.src, seg.src_port};
   const auto i = new_slot(ep, now);
   if (!i) {
-    counters_.drop(refusal_);
+    counters_.drop(no_room().value_or(TcpDropReason::kNoSlot));
     return true;
   }
   Slot& s = slots_[*i];

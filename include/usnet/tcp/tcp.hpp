@@ -308,15 +308,16 @@ class TcpLayer : private SegmentSink {
   std::size_t live_ = 0;
   std::size_t buffer_committed_ = 0;      // per_connection_buffers() per live connection
   std::uint32_t last_slot_ = UINT32_MAX;  // the connection of the last segment received (a hint)
-  // Why the last new_slot() failed: kNoSlot or kNoMemory.
-  TcpDropReason refusal_ = TcpDropReason::kNoSlot;
   std::size_t per_connection_buffers() const noexcept {
     return config_.connection.send_buffer + config_.connection.recv_buffer;
   }
-  // Room for one more connection: a slot and its buffer memory.
-  bool room_for_one() const noexcept {
-    return live_ < config_.max_connections &&
-           buffer_committed_ + per_connection_buffers() <= config_.max_buffer_memory;
+  // Why there is no room for one more connection (kNoSlot: max_connections;
+  // kNoMemory: max_buffer_memory), or nullopt if there is.
+  std::optional<TcpDropReason> no_room() const noexcept {
+    if (live_ >= config_.max_connections) return TcpDropReason::kNoSlot;
+    if (buffer_committed_ + per_connection_buffers() > config_.max_buffer_memory)
+      return TcpDropReason::kNoMemory;
+    return std::nullopt;
   }
   TcpCounters counters_;
   ConnectionCounters freed_totals_;  // counters of connections already freed
