@@ -1,5 +1,7 @@
 #include "usnet/tcp/connection.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <limits>
@@ -106,11 +108,60 @@ const char* to_string(SegmentDrop d) noexcept {
       return "text or a fin past the peer's fin";
     case SegmentDrop::kNoTimestamps:
       return "no timestamps once agreed";
+    case SegmentDrop::kNoBuffer:
+      return "no pool buffer for in-order text";
     case SegmentDrop::kCount:
       break;
   }
   return "?";
 }
+
+// A connection made without a pool (tests, tools that need no shared memory)
+// keeps its send and receive buffers in a pool of its own: private anonymous
+// memory reserved for the most buffers both chains can hold, whose pages are
+// touched only as buffers are first used.
+struct Connection::OwnPool {
+  static constexpr std::size_t kBufferSize = 2048;
+  static constexpr std::size_t kSegmentBytes = 64 * 1024;
+
+  static Expected<std::unique_ptr<OwnPool>, std::error_code> make(const ConnectionConfig& c) {
+    const std::size_t half = kBufferSize / 2;  // a chain's collapse_below
+    const std::size_t buffers = 2 * (c.send_buffer / half) + 2 * (c.recv_buffer / half) + 8;
+    const std::size_t per_segment = kSegmentBytes / kBufferSize;
+    const std::size_t segments = (buffers + per_segment - 1) / per_segment;
+    if (segments > mem::PacketPool::kMaxSegments) return unexpected(err(EINVAL));
+    auto own = std::make_unique<OwnPool>();
+    own->bytes = segments * kSegmentBytes;
+    void* m =
+        mmap(nullptr, own->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return unexpected(err(ENOMEM));
+    own->memory = static_cast<std::byte*>(m);
+    auto pool = mem::PacketPool::create({kBufferSize, kSegmentBytes, static_cast<std::uint32_t>(segments)},
+                                        std::span(own->memory, own->bytes));
+    if (!pool) return unexpected(pool.error());
+    own->pool.emplace(std::move(*pool));
+    const auto n = static_cast<std::uint32_t>(segments * per_segment);
+    auto o = own->pool->add_owner({0, n});
+    if (!o) return unexpected(o.error());
+    own->owner = *o;
+    return own;
+  }
+  OwnPool() = default;
+  OwnPool(const OwnPool&) = delete;
+  OwnPool& operator=(const OwnPool&) = delete;
+  ~OwnPool() {
+    if (pool) (void)pool->remove_owner(owner);
+    pool.reset();
+    if (memory != nullptr) munmap(memory, bytes);
+  }
+
+  std::byte* memory = nullptr;
+  std::size_t bytes = 0;
+  std::optional<mem::PacketPool> pool;
+  mem::OwnerId owner;
+};
+
+Connection::~Connection() = default;
 
 Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(
     const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
@@ -138,13 +189,20 @@ Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(
     if (!q) return unexpected(q.error());
     ooo.emplace(std::move(*q));
   }
-  return std::unique_ptr<Connection>(
-      new Connection(config, endpoints, sink, random, std::move(*cc), std::move(ooo), pool, owner));
+  std::unique_ptr<OwnPool> own;
+  if (pool == nullptr) {
+    auto p = OwnPool::make(config);
+    if (!p) return unexpected(p.error());
+    own = std::move(*p);
+  }
+  return std::unique_ptr<Connection>(new Connection(config, endpoints, sink, random, std::move(*cc),
+                                                    std::move(ooo), pool, owner, std::move(own)));
 }
 
 Connection::Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
                        std::uint64_t random, std::unique_ptr<CongestionControl> cc,
-                       std::optional<OooQueue> ooo, mem::PacketPool* pool, mem::OwnerId owner)
+                       std::optional<OooQueue> ooo, mem::PacketPool* pool, mem::OwnerId owner,
+                       std::unique_ptr<OwnPool> own_pool)
     : config_(config),
       ep_(endpoints),
       sink_(&sink),
@@ -152,8 +210,12 @@ Connection::Connection(const ConnectionConfig& config, const Endpoints& endpoint
       ooo_(std::move(ooo)),
       pool_(pool),
       owner_(owner),
-      send_(config.send_buffer),
-      recv_(config.recv_buffer),
+      own_pool_(std::move(own_pool)),
+      chain_pool_(pool != nullptr ? pool : &*own_pool_->pool),
+      chain_owner_(pool != nullptr ? owner : own_pool_->owner),
+      send_(chain_pool_, chain_owner_, config.send_buffer, chain_pool_->buffer_size() / 2),
+      recv_(chain_pool_, chain_owner_, config.recv_buffer, chain_pool_->buffer_size() / 2),
+      gather_(2 * (std::size_t{config.mss} / std::max<std::size_t>(chain_pool_->buffer_size() / 2, 1)) + 4),
       rto_(config.initial_rto),
       quick_acks_left_(config.quick_acks),
       rng_(random | 1) {
@@ -590,7 +652,17 @@ void Connection::receive_text(const TcpRepr& seg, std::span<const std::byte> pay
         if (fresh.size() > to_fin) counters_.drop(SegmentDrop::kBeyondFin);
         limit = std::min(limit, to_fin);
       }
-      const std::size_t take = recv_.push(fresh.first(std::min(fresh.size(), limit)));
+      const std::size_t want = std::min({fresh.size(), limit, recv_.free_space()});
+      std::size_t take = 0;
+      if (buffer != nullptr && want > 0) {
+        // The frame joins the receive chain (or is collapsed into it): the
+        // chain owns it from here, and `payload` must not be read again.
+        buffer->taken = true;
+        take = recv_.push_buffer(buffer->buffer, buffer->payload_offset + skip, want);
+      } else {
+        take = recv_.push(fresh.first(want));
+      }
+      if (take < want) counters_.drop(SegmentDrop::kNoBuffer);
       rcv_nxt_ += static_cast<std::uint32_t>(take);
       counters_.bytes_in += take;
       ++unacked_segments_;
@@ -912,12 +984,14 @@ void Connection::drain_ooo() {
         // It fits: it lay inside a window that recv_'s free space covered,
         // and that space has only grown since. Should it not, what is left
         // is dropped unacknowledged and the peer sends it again.
-        const std::size_t took = recv_.push(pool_->buffer(o.buffer).subspan(o.offset, o.len));
+        const std::size_t took = recv_.push_buffer(o.buffer, o.offset, o.len);  // the chain's now
         rcv_nxt_ += static_cast<std::uint32_t>(took);
         counters_.bytes_in += took;
         full = took < o.len;
+        if (full) counters_.drop(SegmentDrop::kNoBuffer);
+      } else {
+        (void)pool_->free(owner_, o.buffer);
       }
-      (void)pool_->free(owner_, o.buffer);
     }
     if (full || r.count < segs.size()) return;
   }
@@ -953,9 +1027,8 @@ TcpRepr Connection::header(SeqNum seq, std::uint8_t flags, Nanos now) const {
   return h;
 }
 
-bool Connection::transmit(const TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b,
-                          IpEcn ecn, Nanos now) {
-  if (!sink_->send_segment_ecn(ep_, h, a, b, ecn, now)) return false;
+bool Connection::transmit(const TcpRepr& h, Payload payload, IpEcn ecn, Nanos now) {
+  if (!sink_->send_segment_ecn(ep_, h, payload, ecn, now)) return false;
   if (h.flags.ece() && !h.flags.syn()) ++counters_.ece_sent;
   if (h.flags.cwr() && !h.flags.syn()) ++counters_.cwr_sent;
   return true;
@@ -1019,7 +1092,7 @@ void Connection::send_syn(bool with_ack, Nanos now) {
   if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
   h.payload_len = 0;
   ++counters_.segments_out;
-  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.1: SYNs are not ECT
+  (void)transmit(h, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.1: SYNs are not ECT
   if (rto_deadline_ == Nanos::max()) rto_deadline_ = now + rto_;
 }
 
@@ -1030,7 +1103,7 @@ void Connection::send_ack(Nanos now) {
   ++counters_.segments_out;
   delack_deadline_ = Nanos::max();
   unacked_segments_ = 0;
-  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);             // RFC 3168 6.1.4: pure ACKs are not ECT
+  (void)transmit(h, {}, IpEcn::kNotEct, now);                 // RFC 3168 6.1.4: pure ACKs are not ECT
   if (ooo_ && h.options.sack_count > 0) ooo_->clear_dsack();  // RFC 2883 4: reported once
 }
 
@@ -1055,12 +1128,14 @@ void Connection::send_rst(SeqNum seq, Nanos now) {
   TcpRepr h = header(seq, TcpFlags::kRst, now);
   h.window = 0;
   ++counters_.segments_out;
-  (void)transmit(h, {}, {}, IpEcn::kNotEct, now);
+  (void)transmit(h, {}, IpEcn::kNotEct, now);
 }
 
 bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   const std::uint32_t off = distance(snd_una_, seq);
-  auto [a, b] = send_.peek(off, len);
+  const std::size_t pieces = send_.peek(off, len, gather_);
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < pieces; ++i) bytes += gather_[i].size();
   std::uint8_t flags = TcpFlags::kAck;
   if (fin) flags |= TcpFlags::kFin;
   if (len > 0 && off + len == send_.size()) flags |= TcpFlags::kPsh;
@@ -1071,8 +1146,8 @@ bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   if (fresh_data && cwr_pending_) flags |= TcpFlags::kCwr;
   TcpRepr h = header(seq, flags, now);
   h.window = window_to_advertise();
-  h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
-  if (!transmit(h, a, b, fresh_data ? IpEcn::kEct0 : IpEcn::kNotEct, now)) {
+  h.payload_len = static_cast<std::uint32_t>(bytes);
+  if (!transmit(h, Payload(gather_).first(pieces), fresh_data ? IpEcn::kEct0 : IpEcn::kNotEct, now)) {
     // Back-pressure: the segment never left; try again shortly.
     ++counters_.send_refused;
     if (retry_deadline_ == Nanos::max()) retry_deadline_ = now + std::chrono::milliseconds(1);
@@ -1259,7 +1334,7 @@ void Connection::on_timer(Nanos now) {
         TcpRepr h = header(snd_nxt_ - 1, TcpFlags::kAck, now);
         h.window = window_to_advertise();
         ++counters_.segments_out;
-        (void)transmit(h, {}, {}, IpEcn::kNotEct, now);
+        (void)transmit(h, {}, IpEcn::kNotEct, now);
         keepalive_deadline_ = now + config_.keepalive_interval;
       }
     }
@@ -1289,7 +1364,7 @@ void Connection::on_timer(Nanos now) {
     TcpRepr h = header(snd_una_ - 1, TcpFlags::kAck, now);
     h.window = window_to_advertise();
     ++counters_.segments_out;
-    (void)transmit(h, {}, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.6: window probes are not ECT
+    (void)transmit(h, {}, IpEcn::kNotEct, now);  // RFC 3168 6.1.6: window probes are not ECT
     persist_backoff_ = std::min<std::uint32_t>(persist_backoff_ + 1, 16);
     const Nanos next = std::min(rto_ * (std::int64_t{1} << persist_backoff_), config_.max_rto);
     persist_deadline_ = now + next;
@@ -1338,15 +1413,46 @@ void Connection::on_rto(Nanos now) {
 // ---------------------------------------------------------------------------
 // Application
 
-Expected<std::size_t, std::error_code> Connection::send(std::span<const std::byte> data, Nanos now) {
-  if (error_) return unexpected(error_);
-  if (shut_wr_ || closed_by_app_) return unexpected(err(EPIPE));
+std::error_code Connection::can_send() const noexcept {
+  if (error_) return error_;
+  if (shut_wr_ || closed_by_app_) return err(EPIPE);
   if (state_ != State::kEstablished && state_ != State::kCloseWait) {
-    return unexpected(err(state_ == State::kSynSent || state_ == State::kSynReceived ? ENOTCONN : EPIPE));
+    return err(state_ == State::kSynSent || state_ == State::kSynReceived ? ENOTCONN : EPIPE);
   }
+  return {};
+}
+
+Expected<std::size_t, std::error_code> Connection::send(std::span<const std::byte> data, Nanos now) {
+  if (auto ec = can_send()) return unexpected(ec);
   const std::size_t n = send_.push(data);
   output(now);
   return n;
+}
+
+Expected<std::size_t, std::error_code> Connection::send_buffer(mem::BufIndex buffer, std::size_t offset,
+                                                               std::size_t len, Nanos now) {
+  if (auto ec = can_send()) return unexpected(ec);
+  if (len > send_.free_space()) return unexpected(err(EAGAIN));
+  if (offset > chain_pool_->buffer_size() || len > chain_pool_->buffer_size() - offset) {
+    return unexpected(err(EINVAL));
+  }
+  std::size_t n = len;
+  if (!send_.append(buffer, offset, len)) {
+    n = send_.push(chain_pool_->buffer(buffer).subspan(offset, len));
+    if (n == len) (void)chain_pool_->free(chain_owner_, buffer);
+  }
+  output(now);
+  return n;
+}
+
+void Connection::after_read(std::uint32_t window_before, Nanos now) {
+  // A window update when reading opened the window by enough to matter
+  // (RFC 9293 3.8.6.2.2): at least an MSS or half the buffer.
+  if (synchronized(state_) && !fin_received_) {
+    const std::size_t free = recv_.free_space();
+    const std::size_t step = std::min<std::size_t>(config_.recv_buffer / 2, config_.mss);
+    if (free >= window_before + step) send_ack(now);
+  }
 }
 
 Expected<std::size_t, std::error_code> Connection::receive(std::span<std::byte> out, Nanos now) {
@@ -1356,14 +1462,16 @@ Expected<std::size_t, std::error_code> Connection::receive(std::span<std::byte> 
   }
   const std::uint32_t before = distance(rcv_nxt_, rcv_adv_);
   const std::size_t n = recv_.pop(out);
-  // A window update when reading opened the window by enough to matter
-  // (RFC 9293 3.8.6.2.2): at least an MSS or half the buffer.
-  if (synchronized(state_) && !fin_received_) {
-    const std::size_t free = recv_.free_space();
-    const std::size_t step = std::min<std::size_t>(config_.recv_buffer / 2, config_.mss);
-    if (free >= before + step) send_ack(now);
-  }
+  after_read(before, now);
   return n;
+}
+
+std::optional<BufferChain::Piece> Connection::receive_piece(Nanos now) {
+  if (recv_.empty()) return std::nullopt;
+  const std::uint32_t before = distance(rcv_nxt_, rcv_adv_);
+  auto p = recv_.pop_piece();
+  after_read(before, now);
+  return p;
 }
 
 std::error_code Connection::shutdown_write(Nanos now) {

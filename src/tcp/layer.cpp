@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "usnet/tcp/tcp.hpp"
@@ -76,10 +77,7 @@ Expected<std::unique_ptr<TcpLayer>, std::error_code> TcpLayer::create(net::Inter
   }
   // The connection config is checked by making one (with a throwaway sink).
   struct NullSink : SegmentSink {
-    bool send_segment(const Endpoints&, const wire::TcpRepr&, std::span<const std::byte>,
-                      std::span<const std::byte>, Nanos) override {
-      return true;
-    }
+    bool send_segment(const Endpoints&, const wire::TcpRepr&, Payload, Nanos) override { return true; }
   } null_sink;
   if (auto probe = Connection::create(config.connection, {}, null_sink, 1); !probe) {
     return unexpected(probe.error());
@@ -529,7 +527,7 @@ void TcpLayer::send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& s
   // host decline ECN in its SYN,ACK, and the client then uses none).
   h.options.mss = config_.connection.mss;
   ++counters_.syn_cookies_sent;
-  (void)send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, {}, now);
+  (void)send_segment({d.ip.dst, syn.dst_port, d.ip.src, syn.src_port}, h, {}, now);
 }
 
 bool TcpLayer::accept_cookie(std::uint32_t li, net::InboundDatagram& d, const wire::TcpRepr& seg,
@@ -595,7 +593,7 @@ void TcpLayer::send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr
     rst.flags = wire::TcpFlags{wire::TcpFlags::kRst | wire::TcpFlags::kAck};
   }
   ++counters_.resets_sent;
-  (void)send_segment({d.ip.dst, seg.dst_port, d.ip.src, seg.src_port}, rst, {}, {}, now);
+  (void)send_segment({d.ip.dst, seg.dst_port, d.ip.src, seg.src_port}, rst, {}, now);
 }
 
 void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
@@ -629,24 +627,24 @@ void TcpLayer::on_icmp_error(const net::IcmpErrorInfo& e, Nanos now) {
 // ---------------------------------------------------------------------------
 // Output
 
-bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
-                            std::span<const std::byte> b, Nanos now) {
-  return send_segment_ecn(ep, header, a, b, IpEcn::kNotEct, now);
+bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, Payload payload, Nanos now) {
+  return send_segment_ecn(ep, header, payload, IpEcn::kNotEct, now);
 }
 
-bool TcpLayer::send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header,
-                                std::span<const std::byte> a, std::span<const std::byte> b, IpEcn ecn,
+bool TcpLayer::send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header, Payload payload, IpEcn ecn,
                                 Nanos now) {
   const std::size_t hlen = header.buffer_len();
-  const std::size_t total = hlen + a.size() + b.size();
-  if (total > scratch_.size()) {
-    ++counters_.tx_errors;
-    return false;
+  std::size_t total = hlen;
+  for (const auto& piece : payload) {
+    if (piece.size() > scratch_.size() - total) {
+      ++counters_.tx_errors;
+      return false;
+    }
+    std::memcpy(scratch_.data() + total, piece.data(), piece.size());
+    total += piece.size();
   }
-  std::copy(a.begin(), a.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen));
-  std::copy(b.begin(), b.end(), scratch_.begin() + static_cast<std::ptrdiff_t>(hlen + a.size()));
   wire::TcpRepr h = header;
-  h.payload_len = static_cast<std::uint32_t>(a.size() + b.size());
+  h.payload_len = static_cast<std::uint32_t>(total - hlen);
   const auto mode = (iface_->link_info().offloads & link::Offload::kNoChecksums) != 0
                         ? wire::ChecksumMode::Ignore
                         : wire::ChecksumMode::Verify;
@@ -820,6 +818,82 @@ Expected<std::size_t, std::error_code> TcpStream::receive(std::span<std::byte> o
   auto r = conn().receive(out, now);
   layer_->settle(slot_, now);
   return r;
+}
+
+Expected<TcpBuffer, std::error_code> TcpStream::receive_buffer(Nanos now) {
+  if (layer_ == nullptr) return unexpected(err(EBADF));
+  layer_->last_now_ = now;
+  Connection& c = conn();
+  auto piece = c.receive_piece(now);
+  layer_->settle(slot_, now);
+  if (!piece) {
+    if (c.error()) return unexpected(c.error());
+    return TcpBuffer{};
+  }
+  return TcpBuffer(&c.buffer_pool(), c.buffer_owner(), piece->buffer, piece->offset, piece->len);
+}
+
+Expected<TcpBuffer, std::error_code> TcpStream::alloc_buffer() {
+  if (layer_ == nullptr) return unexpected(err(EBADF));
+  const Connection& c = conn();
+  auto b = c.buffer_pool().alloc(c.buffer_owner());
+  if (!b) return unexpected(b.error());
+  return TcpBuffer(&c.buffer_pool(), c.buffer_owner(), *b, 0, 0);
+}
+
+Expected<std::size_t, std::error_code> TcpStream::send_buffer(TcpBuffer& buffer, Nanos now) {
+  if (layer_ == nullptr) return unexpected(err(EBADF));
+  Connection& c = conn();
+  if (!buffer.valid() || buffer.pool_ != &c.buffer_pool() || buffer.owner_ != c.buffer_owner()) {
+    return unexpected(err(EINVAL));
+  }
+  if (buffer.size() == 0) return std::size_t{0};
+  layer_->last_now_ = now;
+  auto r = c.send_buffer(buffer.index_, buffer.offset_, buffer.len_, now);
+  layer_->settle(slot_, now);
+  if (!r) return r;
+  if (*r == buffer.len_) {
+    buffer.pool_ = nullptr;  // the connection's now
+    buffer.len_ = 0;
+  } else {
+    buffer.offset_ += *r;
+    buffer.len_ -= *r;
+  }
+  return r;
+}
+
+TcpBuffer& TcpBuffer::operator=(TcpBuffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    pool_ = std::exchange(o.pool_, nullptr);
+    owner_ = o.owner_;
+    index_ = o.index_;
+    offset_ = o.offset_;
+    len_ = std::exchange(o.len_, 0);
+  }
+  return *this;
+}
+
+std::span<std::byte> TcpBuffer::data() const noexcept {
+  if (pool_ == nullptr) return {};
+  return pool_->buffer(index_).subspan(offset_, len_);
+}
+
+std::size_t TcpBuffer::capacity() const noexcept {
+  return pool_ == nullptr ? 0 : pool_->buffer_size() - offset_;
+}
+
+std::span<std::byte> TcpBuffer::space() const noexcept {
+  if (pool_ == nullptr) return {};
+  return pool_->buffer(index_).subspan(offset_);
+}
+
+void TcpBuffer::resize(std::size_t n) noexcept { len_ = std::min(n, capacity()); }
+
+void TcpBuffer::release() noexcept {
+  if (pool_ != nullptr) (void)pool_->free(owner_, index_);
+  pool_ = nullptr;
+  len_ = 0;
 }
 
 std::error_code TcpStream::shutdown_write(Nanos now) {

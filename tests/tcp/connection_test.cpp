@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "net/net_test_util.hpp"
+#include "segment_bytes.hpp"
 #include "usnet/wire/udp.hpp"
 
 namespace usnet::tcp {
@@ -35,16 +36,13 @@ struct Segment {
 class Sink : public SegmentSink {
  public:
   Sink(wire::Ipv4Addr src, wire::Ipv4Addr dst) : ph_(wire::PseudoHeader::v4(src, dst)) {}
-  bool send_segment(const Endpoints&, const TcpRepr& h, std::span<const std::byte> a,
-                    std::span<const std::byte> b, Nanos) override {
+  bool send_segment(const Endpoints&, const TcpRepr& h, Payload p, Nanos) override {
     if (refuse > 0) {
       --refuse;
       return false;
     }
-    Bytes bytes(h.buffer_len() + a.size() + b.size());
-    std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
-    std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
-    EXPECT_EQ(h.payload_len, a.size() + b.size());
+    Bytes bytes = test_support::segment_bytes(h, p);
+    EXPECT_EQ(h.payload_len, test_support::payload_size(p));
     auto n = h.emit(bytes, ph_);
     EXPECT_TRUE(n) << "emit";
     auto v = wire::TcpView::make(bytes);

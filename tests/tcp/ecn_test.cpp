@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "net/net_test_util.hpp"
+#include "segment_bytes.hpp"
 #include "tcp/stream_transfer.hpp"
 #include "usnet/tcp/connection.hpp"
 #include "usnet/tcp/tcp.hpp"
@@ -43,15 +44,11 @@ struct Segment {
 class Sink : public SegmentSink {
  public:
   Sink(wire::Ipv4Addr src, wire::Ipv4Addr dst) : ph_(wire::PseudoHeader::v4(src, dst)) {}
-  bool send_segment(const Endpoints& ep, const TcpRepr& h, std::span<const std::byte> a,
-                    std::span<const std::byte> b, Nanos now) override {
-    return send_segment_ecn(ep, h, a, b, IpEcn::kNotEct, now);
+  bool send_segment(const Endpoints& ep, const TcpRepr& h, Payload p, Nanos now) override {
+    return send_segment_ecn(ep, h, p, IpEcn::kNotEct, now);
   }
-  bool send_segment_ecn(const Endpoints&, const TcpRepr& h, std::span<const std::byte> a,
-                        std::span<const std::byte> b, IpEcn ecn, Nanos) override {
-    Bytes bytes(h.buffer_len() + a.size() + b.size());
-    std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
-    std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
+  bool send_segment_ecn(const Endpoints&, const TcpRepr& h, Payload p, IpEcn ecn, Nanos) override {
+    Bytes bytes = test_support::segment_bytes(h, p);
     EXPECT_TRUE(h.emit(bytes, ph_));
     auto v = wire::TcpView::make(bytes);
     EXPECT_TRUE(v);

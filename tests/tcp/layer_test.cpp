@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "net/net_test_util.hpp"
@@ -389,6 +390,142 @@ TEST(TcpLayer, ConnectionsPastTheBufferMemoryBoundAreRefused) {
   TcpConfig bad = config(33);
   bad.max_buffer_memory = kPer - 1;
   EXPECT_EQ(TcpLayer::create(*n.a.iface, *n.pool, n.a.owner, bad).error(), std::errc::invalid_argument);
+}
+
+// A connected pair from Net: client on a, server on b.
+struct Connected {
+  Net n;
+  TcpListener listener;
+  TcpStream client;
+  TcpStream server;
+  explicit Connected(TcpConfig ca = config(11), TcpConfig cb = config(22)) : n(ca, cb) {
+    listener = std::move(*n.tb->listen({{}, 80}));
+    client = std::move(*n.ta->connect({kOurIp, 80}, n.now()));
+    n.run(10ms);
+    auto s = listener.accept();
+    if (s) server = std::move(*s);
+  }
+};
+
+TEST(TcpLayer, ZeroCopyReceiveReadsFullSegmentsInTheFramesTheyArrivedIn) {
+  Connected c;
+  ASSERT_TRUE(c.server.valid());
+  const std::size_t in_use_before = c.n.pool->in_use();
+  const Bytes data = pattern(200000, 3);
+  Bytes got;
+  std::size_t sent = 0;
+  std::size_t pieces = 0;
+  std::size_t in_frames = 0;  // pieces that are a whole segment's payload where it arrived
+  const std::size_t mss = c.client.connection().peer_mss();
+  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
+    if (sent < data.size()) {
+      auto r = c.client.send(std::span(data).subspan(sent), c.n.now());
+      if (r) sent += *r;
+    }
+    c.n.step();
+    for (;;) {
+      auto b = c.server.receive_buffer(c.n.now());
+      ASSERT_TRUE(b);
+      if (!b->valid()) break;
+      ++pieces;
+      const auto bytes = b->data();
+      // The payload sits behind the Ethernet, IPv4 and TCP headers of its frame.
+      const auto at = static_cast<std::size_t>(bytes.data() - c.n.pool->buffer(0).data());
+      if (bytes.size() == mss && at % 2048 >= 54) ++in_frames;
+      got.insert(got.end(), bytes.begin(), bytes.end());
+    }  // each TcpBuffer goes back to the pool here
+  }
+  EXPECT_EQ(got, data);
+  EXPECT_GE(in_frames * 10, pieces * 9) << in_frames << " of " << pieces << " pieces were whole frames";
+  EXPECT_EQ(c.server.connection().buffers_held(), 0u);
+  c.n.run(300ms);  // delayed ACKs out, the client's send buffer acknowledged
+  EXPECT_EQ(c.n.pool->in_use(), in_use_before);
+}
+
+TEST(TcpLayer, Robustness11SmallSegmentsAreCollapsedNotPinnedAFrameEach) {
+  Connected c;
+  ASSERT_TRUE(c.server.valid());
+  c.client.set_no_delay(true, c.n.now());
+  const Bytes data = pattern(3000, 4);
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    ASSERT_EQ(*c.client.send(std::span(data).subspan(i, 1), c.n.now()), 1u);
+    c.n.step(100us);  // each byte leaves as its own segment
+  }
+  c.n.run(20ms);
+  ASSERT_EQ(c.server.connection().readable(), data.size());
+  EXPECT_GE(c.server.connection().counters().segments_in, 1000u);
+  EXPECT_LE(c.server.connection().buffers_held(), 3u);  // 3,000 bytes in two buffers (and one spare)
+  Bytes got;
+  for (;;) {
+    auto b = c.server.receive_buffer(c.n.now());
+    ASSERT_TRUE(b);
+    if (!b->valid()) break;
+    got.insert(got.end(), b->data().begin(), b->data().end());
+  }
+  EXPECT_EQ(got, data);
+}
+
+TEST(TcpLayer, ZeroCopySendSendsTheBuffersTheApplicationFilled) {
+  Connected c;
+  ASSERT_TRUE(c.server.valid());
+  const std::size_t in_use_before = c.n.pool->in_use();
+  const Bytes data = pattern(300000, 5);
+  Bytes got;
+  std::size_t sent = 0;
+  std::size_t eagain = 0;
+  TcpBuffer pending;
+  std::array<std::byte, 16384> buf{};
+  for (int i = 0; i < 100000 && got.size() < data.size(); ++i) {
+    while (sent < data.size()) {
+      if (!pending.valid()) {
+        auto b = c.client.alloc_buffer();
+        ASSERT_TRUE(b);
+        pending = std::move(*b);
+        const std::size_t n = std::min<std::size_t>({1400, pending.capacity(), data.size() - sent});
+        std::memcpy(pending.space().data(), data.data() + sent, n);
+        pending.resize(n);
+      }
+      const std::size_t n = pending.size();
+      auto r = c.client.send_buffer(pending, c.n.now());
+      if (!r) {
+        ASSERT_EQ(r.error(), std::errc::resource_unavailable_try_again);
+        ASSERT_TRUE(pending.valid());  // nothing taken: still ours
+        ++eagain;
+        break;
+      }
+      ASSERT_EQ(*r, n);
+      EXPECT_FALSE(pending.valid());  // the stream's now
+      sent += n;
+    }
+    c.n.step();
+    for (;;) {
+      auto r = c.server.receive(buf, c.n.now());
+      if (!r || *r == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    }
+  }
+  EXPECT_EQ(got, data);
+  EXPECT_GT(eagain, 0u);  // the 64 KiB send buffer filled up on the way
+  // A buffer of another stream's owner (the server's side) is refused.
+  auto other = c.server.alloc_buffer();
+  ASSERT_TRUE(other);
+  other->resize(10);
+  EXPECT_EQ(c.client.send_buffer(*other, c.n.now()).error(), std::errc::invalid_argument);
+  EXPECT_TRUE(other->valid());
+  other->release();
+  // Small buffers are copied (collapsed) and freed.
+  auto small = c.client.alloc_buffer();
+  ASSERT_TRUE(small);
+  small->resize(5);
+  std::memcpy(small->data().data(), "hello", 5);
+  EXPECT_EQ(*c.client.send_buffer(*small, c.n.now()), 5u);
+  EXPECT_FALSE(small->valid());
+  c.n.run(50ms);
+  auto r = c.server.receive(buf, c.n.now());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 5u);
+  c.n.run(300ms);
+  EXPECT_EQ(c.n.pool->in_use(), in_use_before);
 }
 
 }  // namespace

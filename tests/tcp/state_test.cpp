@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "net/net_test_util.hpp"
+#include "segment_bytes.hpp"
 #include "usnet/tcp/connection.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/wire/ipv4.hpp"
@@ -101,14 +102,11 @@ std::string describe(const std::vector<Sent>& out) {
 // What the connection sends, after emit + parse (so its options encode).
 class CaptureSink : public SegmentSink {
  public:
-  bool send_segment(const Endpoints& ep, const TcpRepr& h, std::span<const std::byte> a,
-                    std::span<const std::byte> b, Nanos) override {
+  bool send_segment(const Endpoints& ep, const TcpRepr& h, Payload p, Nanos) override {
     EXPECT_EQ(ep.remote_addr, kThem);
-    EXPECT_EQ(h.payload_len, a.size() + b.size());
+    EXPECT_EQ(h.payload_len, test_support::payload_size(p));
     const auto ph = wire::PseudoHeader::v4(kUs, kThem);
-    Bytes bytes(h.buffer_len() + a.size() + b.size());
-    std::copy(a.begin(), a.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len()));
-    std::copy(b.begin(), b.end(), bytes.begin() + static_cast<std::ptrdiff_t>(h.buffer_len() + a.size()));
+    Bytes bytes = test_support::segment_bytes(h, p);
     EXPECT_TRUE(h.emit(bytes, ph)) << "emit";
     auto v = wire::TcpView::make(bytes);
     EXPECT_TRUE(v);

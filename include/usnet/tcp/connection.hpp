@@ -8,12 +8,21 @@
 // on_segment() (already demultiplexed to it by its 4-tuple and checksum-
 // verified by the layer), time through on_timer(now) at or after
 // next_deadline(), and every segment it sends goes to the SegmentSink it
-// was given, as a header (wire::TcpRepr) and up to two payload spans.
+// was given, as a header (wire::TcpRepr) and its payload in pieces.
 //
-// Buffers (this version): a copying send buffer and receive buffer (ByteRing)
-// of configured sizes. Data that arrives out of order stays in the pool
-// buffer it came in (an OooQueue, when the connection was given the pool)
-// and is copied into the receive buffer once the hole before it is filled;
+// Buffers. The send and receive buffers are BufferChains of pool buffers
+// (buffer_chain.hpp) of configured sizes in bytes: the pool given to
+// create(), or without one a private pool of the connection's own. A
+// segment that arrives in order stays in the buffer it came in (the frame
+// offered as InboundBuffer), unless it is small enough to be collapsed into
+// the chain's own buffer (a copy); the application reads the pieces in
+// place (receive_piece(), zero copy) or copies them out (receive()). It
+// sends from buffers it filled (send_buffer(), no copy in) or copies
+// (send()); each segment is copied from the send chain into a frame, so
+// the chain keeps the bytes until acknowledged. Data that arrives out of
+// order stays in the pool buffer it came in (an OooQueue, when the
+// connection was given the pool) and moves to the receive chain without a
+// copy once the hole before it is filled;
 // the ACKs meanwhile carry SACK blocks (RFC 2018) and D-SACK (RFC 2883) when
 // the peer allowed SACK. Without a pool, out-of-order data is dropped and
 // answered with a duplicate ACK. A FIN above RCV.NXT (alone or after
@@ -63,9 +72,10 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "usnet/mem/pool.hpp"
-#include "usnet/tcp/byte_ring.hpp"
+#include "usnet/tcp/buffer_chain.hpp"
 #include "usnet/tcp/congestion.hpp"
 #include "usnet/tcp/ooo_queue.hpp"
 #include "usnet/tcp/sack_scoreboard.hpp"
@@ -185,27 +195,28 @@ struct Endpoints {
   friend bool operator==(const Endpoints&, const Endpoints&) = default;
 };
 
+// A segment's payload: consecutive byte ranges, in order.
+using Payload = std::span<const std::span<const std::byte>>;
+
 // Where the connection's segments go.
 class SegmentSink {
  public:
   virtual ~SegmentSink() = default;
-  // A segment: the header (payload_len set) and its payload, in up to two
-  // pieces. The sink adds the IP header, computes the checksum and sends.
+  // A segment: the header (payload_len set) and its payload, in pieces
+  // (consecutive ranges of the send buffer). The sink adds the IP header, computes the checksum and sends.
   // False if it could not (the link is full, no buffer): the connection
   // then tries again shortly instead of counting the segment as sent.
-  virtual bool send_segment(const Endpoints& endpoints, const wire::TcpRepr& header,
-                            std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
+  virtual bool send_segment(const Endpoints& endpoints, const wire::TcpRepr& header, Payload payload,
                             Nanos now) = 0;
   // The same with the ECN field for the IP header (RFC 3168 5): ECT(0) on
   // the new data segments of an ECN-capable connection, not-ECT on every
   // other segment. The connection sends through this one only. The default
   // drops the codepoint and calls send_segment(), for sinks that have no
   // IP header to put it in.
-  virtual bool send_segment_ecn(const Endpoints& endpoints, const wire::TcpRepr& header,
-                                std::span<const std::byte> payload_a, std::span<const std::byte> payload_b,
+  virtual bool send_segment_ecn(const Endpoints& endpoints, const wire::TcpRepr& header, Payload payload,
                                 IpEcn ecn, Nanos now) {
     (void)ecn;
-    return send_segment(endpoints, header, payload_a, payload_b, now);
+    return send_segment(endpoints, header, payload, now);
   }
 };
 
@@ -226,6 +237,8 @@ enum class SegmentDrop : std::uint8_t {
   kBeyondFin,        // text or a FIN past a FIN the peer sent earlier, which ends its
                      // stream (never delivered; see OooQueue)
   kNoTimestamps,     // RFC 7323 3.2: no TSopt once agreed (only with drop_missing_timestamps)
+  kNoBuffer,         // in-order text the pool had no buffer for (a copy into the
+                     // receive chain); not acknowledged, so the peer sends it again
   kCount
 };
 inline constexpr std::size_t kSegmentDropCount = static_cast<std::size_t>(SegmentDrop::kCount);
@@ -275,6 +288,9 @@ class Connection {
   static Expected<std::unique_ptr<Connection>, std::error_code> create(
       const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
       mem::PacketPool* pool = nullptr, mem::OwnerId owner = {});
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
 
   // The pool buffer a segment's payload is in, offered to the connection:
   // it sets `taken` when it keeps the buffer (an out-of-order segment);
@@ -322,6 +338,23 @@ class Connection {
   Expected<std::size_t, std::error_code> send(std::span<const std::byte> data, Nanos now);
   // Copies received bytes out; 0 bytes with eof() at the end of the stream.
   Expected<std::size_t, std::error_code> receive(std::span<std::byte> out, Nanos now);
+  // Zero copy. receive_piece(): the next received bytes as the pool buffer
+  // holding them (buffer_pool()'s, owned by buffer_owner()), which is the
+  // caller's from then on; nullopt when nothing is readable (then see eof()
+  // and error()). send_buffer(): appends [offset, offset + len) of `buffer`
+  // (held by buffer_owner()) to the send buffer as it is, when it is at
+  // least collapse_below() bytes, else by copying; returns the bytes taken:
+  // len, and the buffer is the connection's; fewer (the pool refused a
+  // buffer for a copy), and the buffer stays the caller's with the rest;
+  // EAGAIN (nothing taken) when fewer than len bytes of room are free.
+  // Errors as send().
+  std::optional<BufferChain::Piece> receive_piece(Nanos now);
+  Expected<std::size_t, std::error_code> send_buffer(mem::BufIndex buffer, std::size_t offset,
+                                                     std::size_t len, Nanos now);
+  mem::PacketPool& buffer_pool() const noexcept { return *chain_pool_; }
+  mem::OwnerId buffer_owner() const noexcept { return chain_owner_; }
+  // Pool buffers the send and receive chains hold now.
+  std::size_t buffers_held() const noexcept { return send_.pieces() + recv_.pieces(); }
   // Sends FIN after the queued data (SHUT_WR).
   std::error_code shutdown_write(Nanos now);
   // close(): shutdown_write(), and received data is discarded from now on;
@@ -372,9 +405,15 @@ class Connection {
   std::uint8_t rcv_shift() const noexcept { return rcv_shift_; }
 
  private:
+  struct OwnPool;  // a private pool for a connection created without one
   Connection(const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink,
              std::uint64_t random, std::unique_ptr<CongestionControl> cc, std::optional<OooQueue> ooo,
-             mem::PacketPool* pool, mem::OwnerId owner);
+             mem::PacketPool* pool, mem::OwnerId owner, std::unique_ptr<OwnPool> own_pool);
+  // The checks common to send() and send_buffer().
+  std::error_code can_send() const noexcept;
+  // After the application took bytes out of recv_: a window update when
+  // that opened the window by enough to matter.
+  void after_read(std::uint32_t window_before, Nanos now);
 
   // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
   void on_segment_syn_sent(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
@@ -422,8 +461,7 @@ class Connection {
   bool send_data(SeqNum seq, std::size_t len, bool fin, Nanos now);
   wire::TcpRepr header(SeqNum seq, std::uint8_t flags, Nanos now) const;
   // Every segment goes out here (counts ECE and CWR sent).
-  bool transmit(const wire::TcpRepr& h, std::span<const std::byte> a, std::span<const std::byte> b, IpEcn ecn,
-                Nanos now);
+  bool transmit(const wire::TcpRepr& h, Payload payload, IpEcn ecn, Nanos now);
   std::uint16_t window_to_advertise();
   void retransmit_head(Nanos now);
 
@@ -478,10 +516,14 @@ class Connection {
   std::uint32_t ts_recent_ = 0;
   std::uint32_t ts_offset_ = 0;
 
-  ByteRing send_;          // bytes from SND.UNA (the head) on: unacknowledged, then unsent
-  ByteRing recv_;          // in-order bytes the application has not read
-  bool shut_wr_ = false;   // the application will send no more: FIN after send_
-  bool fin_sent_ = false;  // our FIN has a sequence number (snd_max_ covers it)
+  std::unique_ptr<OwnPool> own_pool_;  // before the chains: they free into it
+  mem::PacketPool* chain_pool_;        // the pool of send_ and recv_ (pool_ or own_pool_'s)
+  mem::OwnerId chain_owner_;
+  BufferChain send_;  // bytes from SND.UNA (the head) on: unacknowledged, then unsent
+  BufferChain recv_;  // in-order bytes the application has not read
+  std::vector<std::span<const std::byte>> gather_;  // a segment's payload pieces (send_data)
+  bool shut_wr_ = false;                            // the application will send no more: FIN after send_
+  bool fin_sent_ = false;                           // our FIN has a sequence number (snd_max_ covers it)
   bool fin_received_ = false;
   bool closed_by_app_ = false;
 

@@ -46,6 +46,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "usnet/net/interface.hpp"
@@ -128,6 +129,45 @@ struct TcpCounters {
 
 class TcpLayer;
 
+// A pool buffer holding part of a byte stream, for the zero-copy calls:
+// one received (TcpStream::receive_buffer(): the bytes the stream's data
+// arrived in, read in place), or one to fill and send
+// (TcpStream::alloc_buffer(), then send_buffer()). It gives the buffer back
+// to the pool when destroyed or released. Movable, not copyable.
+class TcpBuffer {
+ public:
+  TcpBuffer() = default;
+  TcpBuffer(TcpBuffer&& o) noexcept { *this = std::move(o); }
+  TcpBuffer& operator=(TcpBuffer&& o) noexcept;
+  TcpBuffer(const TcpBuffer&) = delete;
+  TcpBuffer& operator=(const TcpBuffer&) = delete;
+  ~TcpBuffer() { release(); }
+
+  bool valid() const noexcept { return pool_ != nullptr; }
+  // The bytes: those received, or those written so far (size()).
+  std::span<std::byte> data() const noexcept;
+  std::size_t size() const noexcept { return len_; }
+  // The most bytes the buffer can hold from where its data starts.
+  std::size_t capacity() const noexcept;
+  // For a buffer to send: the whole space to write into (capacity()
+  // bytes); then resize() to the number written. Clamped to capacity().
+  std::span<std::byte> space() const noexcept;
+  void resize(std::size_t n) noexcept;
+  // Gives the buffer back now; the buffer is then empty and not valid. Idempotent.
+  void release() noexcept;
+
+ private:
+  friend class TcpStream;
+  TcpBuffer(mem::PacketPool* pool, mem::OwnerId owner, mem::BufIndex index, std::size_t offset,
+            std::size_t len)
+      : pool_(pool), owner_(owner), index_(index), offset_(offset), len_(len) {}
+  mem::PacketPool* pool_ = nullptr;
+  mem::OwnerId owner_{};
+  mem::BufIndex index_ = 0;
+  std::size_t offset_ = 0;
+  std::size_t len_ = 0;
+};
+
 // The application's handle to one connection. Movable; destroying it
 // closes the connection (which goes on closing inside the layer).
 class TcpStream {
@@ -142,6 +182,21 @@ class TcpStream {
   bool valid() const noexcept { return layer_ != nullptr; }
   Expected<std::size_t, std::error_code> send(std::span<const std::byte> data, Nanos now);
   Expected<std::size_t, std::error_code> receive(std::span<std::byte> out, Nanos now);
+  // Zero copy (see TcpBuffer). receive_buffer(): the next received bytes in
+  // the pool buffer holding them; an invalid TcpBuffer when nothing is
+  // readable (then connection().eof() or the error says why; the error is
+  // returned once nothing is left). A full-sized segment arrives, stays and
+  // is read in the buffer it came in; small ones are collapsed into shared
+  // buffers on arrival. alloc_buffer(): an empty pool buffer to fill;
+  // ENOBUFS when the pool has none. send_buffer(): queues the buffer's
+  // bytes; the buffer is the stream's when all were taken (it is then
+  // invalid); EAGAIN when the send buffer has less room than that (nothing
+  // taken: try again when connection().writable() allows); fewer taken
+  // only when a small buffer's bytes had to be copied and the pool ran out
+  // (the buffer keeps the rest). Errors as send().
+  Expected<TcpBuffer, std::error_code> receive_buffer(Nanos now);
+  Expected<TcpBuffer, std::error_code> alloc_buffer();
+  Expected<std::size_t, std::error_code> send_buffer(TcpBuffer& buffer, Nanos now);
   std::error_code shutdown_write(Nanos now);
   // Closes (FIN after the queued data, or RST if unread data is pending)
   // and lets go of the connection.
@@ -267,11 +322,10 @@ class TcpLayer : private SegmentSink {
 
   void on_datagram(net::InboundDatagram& d, Nanos now);
   void on_icmp_error(const net::IcmpErrorInfo& e, Nanos now);
-  bool send_segment(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
-                    std::span<const std::byte> b, Nanos now) override;
+  bool send_segment(const Endpoints& ep, const wire::TcpRepr& header, Payload payload, Nanos now) override;
   // `ecn` goes into the IP header (RFC 3168 5; SendOptions::ecn).
-  bool send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header, std::span<const std::byte> a,
-                        std::span<const std::byte> b, IpEcn ecn, Nanos now) override;
+  bool send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header, Payload payload, IpEcn ecn,
+                        Nanos now) override;
   void send_reset_for(const net::InboundDatagram& d, const wire::TcpRepr& seg, Nanos now);
   void send_cookie(const net::InboundDatagram& d, const wire::TcpRepr& syn, Nanos now);
   // The ACK of a cookie exchange for listener `li`: a connection if the
