@@ -219,6 +219,19 @@ class HttpConnection {
     if (!out_.empty()) (void)send_pending_bytes(now);
     std::array<std::byte, kChunk> buf{};
     bool moved = false;
+    // Zero copy while everything readable is body: the digest reads the
+    // bytes in the pool buffers they arrived in. Past the body's end (a
+    // pipelined request behind it) the copying receive stops exactly there.
+    while (body_left_ > 0 && stream_.connection().readable() <= body_left_) {
+      auto b = stream_.receive_buffer(now);
+      if (!b || !b->valid()) {
+        if (stream_.connection().eof() || !b) state_ = State::kDone;
+        return moved;
+      }
+      sha_->update(b->data());
+      body_left_ -= b->size();
+      moved = true;
+    }
     while (body_left_ > 0) {
       auto r = stream_.receive(
           std::span(buf).first(static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), body_left_))),
@@ -294,27 +307,32 @@ class HttpConnection {
   bool send_pending(link::Nanos now) {
     bool moved = send_pending_bytes(now);
     if (!out_.empty()) return moved;
-    while (fd_ >= 0 && file_left_ > 0) {
-      if (chunk_off_ == chunk_len_) {
-        const ssize_t n = ::read(fd_, chunk_.data(), std::min<std::uint64_t>(chunk_.size(), file_left_));
+    // The file is read straight into pool buffers that the stream sends as
+    // they are (zero copy in); a buffer the send buffer has no room for yet
+    // waits in pending_.
+    while (fd_ >= 0 && (file_left_ > 0 || pending_.valid())) {
+      if (!pending_.valid()) {
+        auto b = stream_.alloc_buffer();
+        if (!b) return moved;  // the pool is dry: try again on the next turn
+        const ssize_t n =
+            ::read(fd_, b->space().data(),
+                   static_cast<std::size_t>(std::min<std::uint64_t>(b->capacity(), file_left_)));
         if (n <= 0) {
           state_ = State::kDone;  // the file shrank or failed: the response cannot be completed
           return true;
         }
-        chunk_len_ = static_cast<std::size_t>(n);
-        chunk_off_ = 0;
+        b->resize(static_cast<std::size_t>(n));
+        file_left_ -= static_cast<std::uint64_t>(n);
+        pending_ = std::move(*b);
       }
-      auto r = stream_.send(std::span(chunk_).subspan(chunk_off_, chunk_len_ - chunk_off_), now);
+      auto r = stream_.send_buffer(pending_, now);
       if (!r || *r == 0) return moved;
-      chunk_off_ += *r;
-      file_left_ -= *r;
       moved = true;
     }
     if (fd_ >= 0) {
       ::close(fd_);
       fd_ = -1;
     }
-    chunk_off_ = chunk_len_ = 0;
     if (state_ == State::kSend) {
       if (close_after_) {
         (void)stream_.shutdown_write(now);
@@ -336,8 +354,7 @@ class HttpConnection {
   bool close_after_ = false;
   int fd_ = -1;
   std::uint64_t file_left_ = 0;
-  std::array<std::byte, kChunk> chunk_{};
-  std::size_t chunk_off_ = 0, chunk_len_ = 0;
+  tcp::TcpBuffer pending_;  // file bytes read, not yet taken by the stream
   std::uint64_t body_left_ = 0, body_len_ = 0;
   std::unique_ptr<Sha256> sha_;
 };
