@@ -367,10 +367,16 @@ class Harness {
         break;
       }
       case 9:
-        if (Pair* p = pair(op >> 5)) send(*p, (op >> 4) & 1, in.u16() % 20000 + 1);
+        if (Pair* p = pair(op >> 5)) {
+          const std::size_t n = in.u16() % 20000 + 1;
+          send(*p, (op >> 4) & 1, n, n % 3 == 0);  // a third of them zero copy
+        }
         break;
       case 10:
-        if (Pair* p = pair(op >> 5)) receive(*p, (op >> 4) & 1, in.u16() % 20000 + 1);
+        if (Pair* p = pair(op >> 5)) {
+          const std::size_t n = in.u16() % 20000 + 1;
+          receive(*p, (op >> 4) & 1, n, n % 2 == 0);  // half of them zero copy
+        }
         break;
       case 11:
         if (Pair* p = pair(op >> 5)) (void)stream(*p, (op >> 4) & 1).shutdown_write(now_);
@@ -455,10 +461,27 @@ class Harness {
     pump();
   }
 
-  void send(Pair& p, int s, std::size_t n) {
+  // Sends n bytes from side s; zero copy: one pool buffer filled in place
+  // (n clamped to it).
+  void send(Pair& p, int s, std::size_t n, bool zero_copy = false) {
     tcp::TcpStream& st = stream(p, s);
     if (!st.valid()) return;
     Dir& d = p.dir[s];
+    if (zero_copy) {
+      auto b = st.alloc_buffer();
+      if (!b) return;
+      n = std::min(n, b->capacity());
+      for (std::size_t i = 0; i < n; ++i)
+        b->space()[i] = stream_byte(s, static_cast<std::uint32_t>(d.sent + i));
+      b->resize(n);
+      if (auto r = st.send_buffer(*b, now_)) {
+        check(*r <= n);
+        check(*r == n ? !b->valid() : b->valid() && b->size() == n - *r);
+        d.sent += *r;
+      }
+      pump();
+      return;
+    }
     buf_.resize(n);
     for (std::size_t i = 0; i < n; ++i) buf_[i] = stream_byte(s, static_cast<std::uint32_t>(d.sent + i));
     if (auto r = st.send(buf_, now_)) {
@@ -468,11 +491,30 @@ class Harness {
     pump();
   }
 
-  // Reads up to n bytes at side s (what the other side sent).
-  void receive(Pair& p, int s, std::size_t n) {
+  // Reads up to n bytes at side s (what the other side sent); zero copy:
+  // whole pieces, in the buffers they arrived in, until n or more are read.
+  void receive(Pair& p, int s, std::size_t n, bool zero_copy = false) {
     tcp::TcpStream& st = stream(p, s);
     if (!st.valid()) return;
     Dir& d = p.dir[1 - s];
+    if (zero_copy) {
+      for (std::size_t got = 0; got < n;) {
+        auto b = st.receive_buffer(now_);
+        if (!b || !b->valid()) break;
+        check(d.base_known);
+        const auto bytes = b->data();
+        check(!bytes.empty());
+        const auto at = static_cast<std::int64_t>(d.received) + d.skew;
+        for (std::size_t i = 0; i < bytes.size(); ++i)
+          check(bytes[i] ==
+                stream_byte(1 - s, static_cast<std::uint32_t>(at + static_cast<std::int64_t>(i))));
+        d.received += bytes.size();
+        check(static_cast<std::int64_t>(d.received) + d.skew <= static_cast<std::int64_t>(d.sent));
+        got += bytes.size();
+      }
+      pump();
+      return;
+    }
     buf_.resize(std::min<std::size_t>(n, 8192));
     for (std::size_t left = n; left > 0;) {
       auto r = st.receive(std::span(buf_).first(std::min(left, buf_.size())), now_);
