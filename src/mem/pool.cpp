@@ -161,14 +161,6 @@ std::error_code PacketPool::remove_owner(OwnerId owner) {
   return {};
 }
 
-std::uint16_t PacketPool::slot_of(OwnerId owner) const noexcept {
-  const std::uint32_t slot = owner.value & 0xffff;
-  const std::uint32_t generation = owner.value >> 16;
-  if (slot >= owners_.size()) return kNoOwner;
-  const Owner& o = owners_[slot];
-  return o.active && o.generation == generation ? static_cast<std::uint16_t>(slot) : kNoOwner;
-}
-
 std::size_t PacketPool::in_use(OwnerId owner) const noexcept {
   const std::uint16_t slot = slot_of(owner);
   return slot == kNoOwner ? 0 : owners_[slot].held;
@@ -396,13 +388,6 @@ void PacketPool::tick(std::chrono::nanoseconds now) {
 }
 
 // --- Lookups ----------------------------------------------------------------
-
-std::span<std::byte> PacketPool::buffer(BufIndex index) const noexcept {
-  if (!valid_index(index)) return {};
-  const std::size_t s = index / per_segment_;
-  const std::size_t i = index % per_segment_;
-  return memory_.subspan(s * config_.segment_bytes + i * config_.buffer_size, config_.buffer_size);
-}
 
 std::optional<BufIndex> PacketPool::index_of(const std::byte* p) const noexcept {
   const std::less<const std::byte*> before;

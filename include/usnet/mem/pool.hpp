@@ -163,7 +163,12 @@ class PacketPool {
   std::size_t segment_bytes() const noexcept { return config_.segment_bytes; }
 
   // The buffer's bytes; empty if the index is out of range.
-  std::span<std::byte> buffer(BufIndex index) const noexcept;
+  std::span<std::byte> buffer(BufIndex index) const noexcept {  // inline: on every packet's path
+    if (!valid_index(index)) return {};
+    const std::size_t s = index / per_segment_;
+    const std::size_t i = index % per_segment_;
+    return memory_.subspan(s * config_.segment_bytes + i * config_.buffer_size, config_.buffer_size);
+  }
   // The index of the buffer containing `p`, if `p` points into one.
   std::optional<BufIndex> index_of(const std::byte* p) const noexcept;
   // The owner holding the buffer, if any.
@@ -226,7 +231,13 @@ class PacketPool {
   PacketPool(const PoolConfig& config, std::span<std::byte> memory, SegmentHooks hooks,
              std::uint32_t per_segment);
 
-  std::uint16_t slot_of(OwnerId owner) const noexcept;
+  std::uint16_t slot_of(OwnerId owner) const noexcept {  // inline: every alloc, free and transfer
+    const std::uint32_t slot = owner.value & 0xffff;
+    const std::uint32_t generation = owner.value >> 16;
+    if (slot >= owners_.size()) return kNoOwner;
+    const Owner& o = owners_[slot];
+    return o.active && o.generation == generation ? static_cast<std::uint16_t>(slot) : kNoOwner;
+  }
   bool valid_index(BufIndex index) const noexcept { return index < owner_of_.size(); }
   // Makes room for one more buffer held by `o`: grows W if it is dry.
   // False (nothing changed) if the owner is at its ceiling.
