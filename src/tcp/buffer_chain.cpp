@@ -73,6 +73,15 @@ bool BufferChain::append(mem::BufIndex buffer, std::size_t offset, std::size_t l
 std::size_t BufferChain::push_buffer(mem::BufIndex buffer, std::size_t offset, std::size_t len) {
   const std::size_t take = std::min(len, free_space());
   if (append(buffer, offset, take)) return take;
+  if (count_ == 0 && take > 0 &&
+      add_entry(Entry{Piece{buffer, static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(take)},
+                      consumed_, false})) {
+    // A small piece into an empty chain is kept as it is: nothing to
+    // collapse it into yet (a request, an answer: no copy, no allocation).
+    // What comes behind it is collapsed, so there is at most one such piece.
+    size_ += take;
+    return take;
+  }
   const std::size_t n = take > 0 ? push(pool_->buffer(buffer).subspan(offset, take)) : 0;
   (void)pool_->free(owner_, buffer);
   return n;

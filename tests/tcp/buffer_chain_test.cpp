@@ -122,6 +122,34 @@ TEST_F(BufferChainTest, LargeBuffersAreKeptAndSmallOnesCollapsed) {
   EXPECT_EQ(c.size(), 1448u * 2);
 }
 
+TEST_F(BufferChainTest, ASmallPieceIntoAnEmptyChainIsKeptAndWhatFollowsCollapsed) {
+  BufferChain c(&*pool, owner, 100000, 1024);
+  const Bytes data = pattern(64 * 3, 9);
+  const auto f1 = filled(*pool, owner, std::span(data).first(64), 66);
+  EXPECT_EQ(c.push_buffer(f1, 66, 64), 64u);
+  const auto f2 = filled(*pool, owner, std::span(data).subspan(64, 64), 66);
+  EXPECT_EQ(c.push_buffer(f2, 66, 64), 64u);
+  const auto f3 = filled(*pool, owner, std::span(data).subspan(128, 64), 66);
+  EXPECT_EQ(c.push_buffer(f3, 66, 64), 64u);
+  EXPECT_EQ(c.pieces(), 2u);  // f1 as it came; f2 and f3 copied into one buffer and freed
+  EXPECT_EQ(pool->in_use(owner), 2u);
+  EXPECT_EQ(gather(c, 0, data.size()), data);
+  auto p = c.pop_piece();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->buffer, f1);
+  EXPECT_EQ(p->offset, 66u);
+  EXPECT_FALSE(pool->free(owner, p->buffer));
+  p = c.pop_piece();
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->len, 128u);
+  EXPECT_FALSE(pool->free(owner, p->buffer));
+  // Empty again: the next small piece is kept as it came too.
+  const auto f4 = filled(*pool, owner, std::span(data).first(10), 0);
+  EXPECT_EQ(c.push_buffer(f4, 0, 10), 10u);
+  EXPECT_EQ(c.pieces(), 1u);
+  EXPECT_EQ(gather(c, 0, 10), Bytes(data.begin(), data.begin() + 10));
+}
+
 TEST_F(BufferChainTest, Robustness11OneBytePiecesPinFewBuffers) {
   // A peer sending one byte a segment: 20,000 frames, a few buffers held.
   BufferChain c(&*pool, owner, 65536, 1024);
@@ -130,8 +158,10 @@ TEST_F(BufferChainTest, Robustness11OneBytePiecesPinFewBuffers) {
     const auto f = filled(*pool, owner, std::span(data).subspan(i, 1), 54);
     ASSERT_EQ(c.push_buffer(f, 54, 1), 1u) << i;
   }
-  EXPECT_EQ(c.pieces(), 10u);  // ceil(20,000 / 2,048)
-  EXPECT_EQ(pool->in_use(owner), 10u);
+  // The first byte is kept in its frame (the chain was empty), the other
+  // 19,999 collapsed into ceil(19,999 / 2,048) = 10 buffers.
+  EXPECT_EQ(c.pieces(), 11u);
+  EXPECT_EQ(pool->in_use(owner), 11u);
   // Alternating kept and collapsed pieces stay within max_pieces().
   BufferChain d(&*pool, owner, 16384, 1024);
   std::size_t pushed = 0;

@@ -12,9 +12,13 @@
 //     `collapse_below` is copied into the open tail instead and the buffer
 //     freed, so a peer (or an application) sending one byte per segment pins
 //     a few buffers, not one 2 KiB buffer per byte (ROBUSTNESS.md 11).
-// So every piece except the open tails holds at least collapse_below bytes
-// and a full chain holds at most max_pieces() pieces: 2 * capacity /
-// collapse_below + 4 (an open tail may sit between two kept buffers).
+//     Except into an empty chain: there a small piece is kept as it is
+//     (nothing to collapse it into yet; the usual request or answer then
+//     costs no copy and no allocation), and what follows it is collapsed.
+// So every piece except the open tails and one small piece at the head
+// holds at least collapse_below bytes, and a full chain holds at most
+// max_pieces() pieces: 2 * capacity / collapse_below + 4 (an open tail may
+// sit between two kept buffers).
 //
 // Capacity counts bytes (what TCP advertises and accepts); the pool is the
 // other bound: push() and a collapsing push_buffer() take less, or nothing,
