@@ -1064,6 +1064,166 @@ void BM_TcpBulk_UsnetAfXdpVeth(benchmark::State& s) {
 void BM_TcpBulk_KernelVeth(benchmark::State& s) { kernel_veth(s, kBulk, false); }
 void BM_TcpBulk_KernelVethNoOffloads(benchmark::State& s) { kernel_veth(s, kBulk, false, true); }
 
+// ------------------------------------------------------------ link ceiling
+
+// The most full-sized frames copy-mode AF_XDP carries across this veth a
+// second, with no stack above it: one end sends 1,514-byte frames as fast
+// as its link takes them for kLinkRateSeconds, the other receives and frees
+// them and reports how many arrived between its first and last frame. The
+// rate times 1,448 bytes of TCP payload a frame bounds bulk TCP over the
+// same link, whatever the stack does.
+constexpr auto kLinkRateSeconds = 3s;
+
+// Pool and link only (no interface): for the link-rate benchmark.
+std::string open_raw_link(UsnetStack& s, const std::string& uri) {
+  constexpr std::uint32_t segments =
+      static_cast<std::uint32_t>((std::size_t{kBuffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
+  const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
+  auto arena = usnet::mem::Arena::create("tcp_rr_bench", spec);
+  if (!arena) return "arena: " + arena.error().message();
+  s.arena.emplace(std::move(*arena));
+  auto pool =
+      usnet::mem::PacketPool::create({kBufferSize, kSegmentBytes, segments}, s.arena->region("buffers"));
+  if (!pool) return "pool: " + pool.error().message();
+  s.pool = std::make_unique<usnet::mem::PacketPool>(std::move(*pool));
+  auto owner = s.pool->add_owner({64, kBuffers});
+  if (!owner) return "pool owner: " + owner.error().message();
+  s.owner = *owner;
+  auto link = usnet::link::open_link(uri, *s.pool, s.owner);
+  if (!link) return uri + ": " + link.error().message;
+  s.link = std::move(*link);
+  return {};
+}
+
+int link_rate_receiver(const std::string& uri, int report_fd) {
+  UsnetStack s;
+  if (auto e = open_raw_link(s, uri); !e.empty()) return peer_fail(report_fd, e);
+  // With steer=all, every frame to this address comes to the socket.
+  if (auto ec = s.link->steer({usnet::link::SteerRule::Kind::kIpv4Address, kServerAddr, 0}, true)) {
+    return peer_fail(report_fd, "steer: " + ec.message());
+  }
+  std::array<usnet::link::Frame, 64> frames{};
+  std::array<usnet::mem::BufIndex, 64> bufs{};
+  std::uint64_t count = 0;
+  std::uint64_t bytes = 0;
+  Nanos first{0}, last{0};
+  const Nanos end = now() + kLinkRateSeconds + 10s;
+  while (g_peer_stop == 0 && now() < end) {
+    const Nanos t = now();
+    const std::size_t n = s.link->rx_burst(frames, t);
+    if (n == 0) continue;
+    if (count == 0) first = t;
+    last = t;
+    count += n;
+    for (std::size_t i = 0; i < n; ++i) {
+      bytes += frames[i].length;
+      bufs[i] = frames[i].buffer;
+    }
+    (void)s.pool->free_batch(s.owner, std::span(bufs).first(n));
+  }
+  const std::string r = "received " + std::to_string(count) + " " + std::to_string(bytes) + " " +
+                        std::to_string((last - first).count()) + "\n";
+  (void)!::write(report_fd, r.data(), r.size());
+  return 0;
+}
+
+void BM_LinkRate_AfXdpVeth(benchmark::State& state) {
+  std::string error;
+  const VethTopology* t = topology("uxt", error);
+  if (t == nullptr) {
+    state.SkipWithError(("veth benchmark not run: " + error).c_str());
+    return;
+  }
+  const CpuPlan plan = plan_cpus();
+  for (auto _ : state) {
+    Peer peer(plan, [&](int report_fd) {
+      if (auto e = enter_netns(t->ns_a); !e.empty()) return peer_fail(report_fd, e);
+      return link_rate_receiver("af_xdp:" + t->if_a + "?steer=all", report_fd);
+    });
+    if (!peer.started()) {
+      state.SkipWithError("fork failed");
+      return;
+    }
+    ScopedNetns in_ns(t->ns_b);
+    if (!in_ns.error().empty()) {
+      state.SkipWithError(in_ns.error().c_str());
+      return;
+    }
+    ScopedPin pin(plan);
+    UsnetStack s;
+    if (auto e = open_raw_link(s, "af_xdp:" + t->if_b + "?steer=all"); !e.empty()) {
+      state.SkipWithError(e.c_str());
+      return;
+    }
+    std::this_thread::sleep_for(500ms);  // the receiver's link up
+    constexpr std::size_t kFrameLen = 1514;
+    // One template: Ethernet (broadcast), IPv4 to the receiver's address, UDP.
+    std::array<std::byte, 42> head{};
+    {
+      std::memset(head.data(), 0xff, 6);
+      std::memset(head.data() + 6, 0x02, 6);
+      head[12] = std::byte{0x08};
+      usnet::wire::Ipv4Repr ip;
+      ip.src = kClientAddr;
+      ip.dst = kServerAddr;
+      ip.protocol = 17;
+      ip.ttl = 64;
+      ip.payload_len = kFrameLen - 34;
+      (void)ip.emit(std::span(head).subspan(14), usnet::wire::ChecksumMode::Verify);
+      usnet::store_be16(head.data() + 34, 9);  // source port
+      usnet::store_be16(head.data() + 36, 9);  // destination port (discard)
+      usnet::store_be16(head.data() + 38, kFrameLen - 34);
+    }
+    std::array<usnet::link::Frame, 32> burst{};
+    std::array<usnet::mem::BufIndex, 32> spare{};
+    std::size_t ready = 0;  // frames in `burst` not yet taken
+    std::uint64_t sent = 0;
+    const Nanos start = now();
+    const Nanos end = start + kLinkRateSeconds;
+    while (now() < end) {
+      while (ready < burst.size()) {
+        auto b = s.pool->alloc(s.owner);
+        if (!b) break;
+        std::memcpy(s.pool->buffer(*b).data(), head.data(), head.size());
+        burst[ready++] = {*b, kFrameLen, 0, 0};
+      }
+      std::array<usnet::link::Frame, 1> none{};
+      const std::size_t took = s.link->tx_burst(std::span(burst).first(ready), now());
+      sent += took;
+      std::copy(burst.begin() + static_cast<std::ptrdiff_t>(took),
+                burst.begin() + static_cast<std::ptrdiff_t>(ready), burst.begin());
+      ready -= took;
+      // Reap completions (and flush what the link holds back).
+      const std::size_t got = s.link->rx_burst(std::span(none).first(0), now());
+      (void)got;
+    }
+    (void)s.link->tx_burst({}, now());
+    for (std::size_t i = 0; i < ready; ++i) spare[i] = burst[i].buffer;
+    (void)s.pool->free_batch(s.owner, std::span(spare).first(ready));
+    const Nanos sending = now() - start;
+    std::this_thread::sleep_for(200ms);
+    const std::string said = peer.stop();
+    unsigned long long count = 0, bytes = 0, ns = 0;
+    const auto at = said.find("received ");
+    if (at == std::string::npos ||
+        std::sscanf(said.c_str() + at, "received %llu %llu %llu", &count, &bytes, &ns) != 3 || ns == 0) {
+      state.SkipWithError(("the receiver did not report: " + said).c_str());
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(Nanos(ns)).count());
+    state.counters["frames_sent"] = static_cast<double>(sent);
+    state.counters["frames_received"] = static_cast<double>(count);
+    state.counters["sent_per_s"] = static_cast<double>(sent) / std::chrono::duration<double>(sending).count();
+    state.counters["received_per_s"] = static_cast<double>(count) / (static_cast<double>(ns) / 1e9);
+    state.counters["tcp_payload_Gbit_s"] = static_cast<double>(count) * 1448 * 8 / static_cast<double>(ns);
+  }
+  state.SetLabel("raw 1514-byte frames, copy mode, one sender; tcp_payload: 1448 bytes a frame");
+  const std::string ip = find_ip();
+  (void)Command({ip, "-n", t->ns_a, "link", "set", "dev", t->if_a, "xdp", "off"}).run();
+  (void)Command({ip, "-n", t->ns_b, "link", "set", "dev", t->if_b, "xdp", "off"}).run();
+}
+BENCHMARK(BM_LinkRate_AfXdpVeth)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 #define RR_BENCH(f) BENCHMARK(f)->Iterations(kTimedRoundTrips)->UseRealTime()->Unit(benchmark::kMillisecond)
 #define BULK_BENCH(f) BENCHMARK(f)->Iterations(kBulkTransfers)->UseManualTime()->Unit(benchmark::kMillisecond)
 RR_BENCH(BM_TcpRR64_UsnetMemif);
