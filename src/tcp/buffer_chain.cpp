@@ -154,6 +154,12 @@ std::optional<BufferChain::Piece> BufferChain::pop_piece() {
   return p;
 }
 
+void BufferChain::set_capacity(std::size_t capacity) noexcept {
+  if (pool_ == nullptr) return;
+  capacity_ = std::max(capacity, size_);
+  max_pieces_ = 2 * (capacity_ / collapse_below_) + 4;
+}
+
 void BufferChain::clear() noexcept {
   while (count_ > 0) {
     (void)pool_->free(owner_, at(0).piece.buffer);

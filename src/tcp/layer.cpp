@@ -184,7 +184,8 @@ std::optional<std::uint32_t> TcpLayer::new_slot(const Endpoints& ep, Nanos now) 
   s.timer = {};
   s.key = tuple_of(ep);
   ++live_;
-  buffer_committed_ += per_connection_buffers();
+  s.committed = per_connection_buffers();
+  buffer_committed_ += s.committed;
   return i;
 }
 
@@ -262,11 +263,11 @@ void TcpLayer::free_slot(std::uint32_t i) {
     }
   }
   const std::uint32_t generation = s.generation + 1;
+  buffer_committed_ -= s.committed;
   s = Slot{};
   s.generation = generation;
   free_slots_.push_back(i);
   --live_;
-  buffer_committed_ -= per_connection_buffers();
   ++counters_.connections_freed;
 }
 
@@ -920,6 +921,20 @@ void TcpStream::set_keepalive(bool on, Nanos now) {
   if (layer_ == nullptr) return;
   conn().set_keepalive(on, now);
   layer_->settle(slot_, now);
+}
+
+std::error_code TcpStream::set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now) {
+  if (layer_ == nullptr) return err(EBADF);
+  if (send == 0 || recv == 0 || send > (std::size_t{1} << 30) || recv > (std::size_t{1} << 30))
+    return err(EINVAL);
+  TcpLayer::Slot& s = layer_->slots_[slot_];
+  const std::size_t others = layer_->buffer_committed_ - s.committed;
+  if (others + send + recv > layer_->config_.max_buffer_memory) return err(ENOBUFS);
+  if (auto ec = conn().set_buffer_sizes(send, recv, now)) return ec;
+  layer_->buffer_committed_ = others + send + recv;
+  s.committed = send + recv;
+  layer_->settle(slot_, now);
+  return {};
 }
 
 void TcpStream::abort(Nanos now) {

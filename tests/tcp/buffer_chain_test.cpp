@@ -190,6 +190,24 @@ TEST_F(BufferChainTest, APoolRunningDryTakesLessAndLosesNothingTaken) {
   EXPECT_EQ(small->in_use(o), 0u);
 }
 
+TEST_F(BufferChainTest, ANewCapacityNeverDropsWhatIsHeld) {
+  BufferChain c(&*pool, owner, 10000, 1024);
+  const Bytes data = pattern(6000, 10);
+  EXPECT_EQ(c.push(data), 6000u);
+  c.set_capacity(4000);  // below what is held: the bytes stay, nothing more goes in
+  EXPECT_EQ(c.capacity(), 6000u);
+  EXPECT_EQ(c.free_space(), 0u);
+  EXPECT_EQ(c.push(data), 0u);
+  c.consume(3000);
+  c.set_capacity(4000);
+  EXPECT_EQ(c.capacity(), 4000u);
+  EXPECT_EQ(c.free_space(), 1000u);
+  EXPECT_EQ(gather(c, 0, 3000), Bytes(data.begin() + 3000, data.end()));
+  c.set_capacity(20000);
+  EXPECT_EQ(c.push(data), 6000u);
+  EXPECT_EQ(c.size(), 9000u);
+}
+
 TEST_F(BufferChainTest, AppendRefusesWhatItCannotKeepAndLeavesTheBuffer) {
   BufferChain c(&*pool, owner, 4000, 1024);
   const Bytes data = pattern(3000, 6);

@@ -528,5 +528,59 @@ TEST(TcpLayer, ZeroCopySendSendsTheBuffersTheApplicationFilled) {
   EXPECT_EQ(c.n.pool->in_use(), in_use_before);
 }
 
+TEST(TcpLayer, BufferSizesPerConnection) {
+  TcpConfig cb = config(22);
+  cb.max_buffer_memory = 4 * 128 * 1024;  // four connections' worth of config() buffers
+  Connected c(config(11), cb);
+  ASSERT_TRUE(c.server.valid());
+  EXPECT_EQ(c.n.tb->buffer_memory_committed(), 128u * 1024);
+  // Errors change nothing.
+  EXPECT_EQ(c.server.set_buffer_sizes(0, 8192, c.n.now()), std::errc::invalid_argument);
+  EXPECT_EQ(c.server.set_buffer_sizes(8192, (std::size_t{1} << 30) + 1, c.n.now()),
+            std::errc::invalid_argument);
+  EXPECT_EQ(c.server.set_buffer_sizes(256 * 1024, 512 * 1024, c.n.now()), std::errc::no_buffer_space);
+  EXPECT_EQ(c.n.tb->buffer_memory_committed(), 128u * 1024);
+  EXPECT_EQ(c.server.connection().recv_buffer_size(), 64u * 1024);
+
+  // A smaller receive buffer: the window the client sees comes down to it
+  // once the window already offered is used up, and the stream stays exact.
+  ASSERT_FALSE(c.server.set_buffer_sizes(64 * 1024, 8192, c.n.now()));
+  EXPECT_EQ(c.n.tb->buffer_memory_committed(), 64u * 1024 + 8192);
+  const Bytes data = pattern(300000, 6);
+  EXPECT_EQ(transfer(c.n, c.client, c.server, data), data);
+  c.n.run(50ms);
+  EXPECT_EQ(c.server.connection().recv_buffer_size(), 8192u);
+  EXPECT_LE(c.client.connection().snd_wnd(), 8192u);
+
+  // A larger send buffer takes more at once.
+  ASSERT_FALSE(c.client.set_buffer_sizes(256 * 1024, 64 * 1024, c.n.now()));
+  EXPECT_EQ(c.client.connection().writable(), 256u * 1024);
+  const Bytes big = pattern(256 * 1024, 7);
+  EXPECT_EQ(*c.client.send(big, c.n.now()), big.size());
+  Bytes got;
+  std::array<std::byte, 16384> buf{};
+  for (int i = 0; i < 20000 && got.size() < big.size(); ++i) {
+    c.n.step();
+    for (;;) {
+      auto r = c.server.receive(buf, c.n.now());
+      if (!r || *r == 0) break;
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*r));
+    }
+  }
+  EXPECT_EQ(got, big);
+  // A larger receive buffer opens the window again.
+  ASSERT_FALSE(c.server.set_buffer_sizes(64 * 1024, 128 * 1024, c.n.now()));
+  c.n.run(10ms);
+  EXPECT_GT(c.client.connection().snd_wnd(), 64u * 1024);
+  EXPECT_EQ(c.n.tb->buffer_memory_committed(), 192u * 1024);
+  // Freed with the connection.
+  c.client.abort(c.n.now());
+  c.n.run(20ms);
+  c.server = TcpStream{};
+  c.n.run(20ms);
+  EXPECT_EQ(c.n.tb->connection_count(), 0u);
+  EXPECT_EQ(c.n.tb->buffer_memory_committed(), 0u);
+}
+
 }  // namespace
 }  // namespace usnet::tcp

@@ -91,6 +91,9 @@ class BufferChain {
   std::optional<Piece> pop_piece();
   // Frees every buffer.
   void clear() noexcept;
+  // A new capacity in bytes, never below what is held (a chain holding more
+  // keeps its bytes and takes no more until it is below the new size).
+  void set_capacity(std::size_t capacity) noexcept;
 
  private:
   struct Entry {

@@ -369,6 +369,16 @@ class Connection {
   // Options that may change on an open connection.
   void set_no_delay(bool on, Nanos now);
   void set_keepalive(bool on, Nanos now);
+  // SO_SNDBUF and SO_RCVBUF: the send and receive buffers' sizes in bytes,
+  // each 1 .. 2^30 (EINVAL otherwise). A buffer holding more keeps its
+  // bytes and takes no more until it is below the new size; the receive
+  // buffer stays large enough for the window already offered (a window is
+  // never taken back, RFC 9293 3.8.6.2.2), and the window shrinks to the
+  // new size as data arrives. A larger window than the scale agreed in the
+  // handshake allows is not offered.
+  std::error_code set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now);
+  std::size_t send_buffer_size() const noexcept { return send_.capacity(); }
+  std::size_t recv_buffer_size() const noexcept { return recv_.capacity(); }
 
   State state() const noexcept { return state_; }
   bool established() const noexcept;

@@ -202,12 +202,17 @@ class TcpStream {
   // and lets go of the connection.
   void close(Nanos now);
   void abort(Nanos now);
-  // TCP_NODELAY and SO_KEEPALIVE. Buffer sizes and the keep-alive timing
-  // are the layer's TcpConfig::connection; SO_LINGER with a zero timeout
+  // TCP_NODELAY and SO_KEEPALIVE. Buffer sizes start as the layer's
+  // TcpConfig::connection says (set_buffer_sizes() below changes them for
+  // one connection); the keep-alive timing is the layer's; SO_LINGER with a zero timeout
   // is abort(); SO_REUSEADDR's effect is always on (a listener may bind a
   // port with connections in TIME-WAIT; a 4-tuple in use is refused).
   void set_no_delay(bool on, Nanos now);
   void set_keepalive(bool on, Nanos now);
+  // SO_SNDBUF and SO_RCVBUF for this connection (Connection::set_buffer_sizes):
+  // EINVAL for a size of 0 or above 2^30; ENOBUFS if the layer's
+  // max_buffer_memory would be passed (nothing changes then).
+  std::error_code set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now);
   // The connection (state, counters, error ...); valid while the handle is.
   const Connection& connection() const;
 
@@ -307,6 +312,7 @@ class TcpLayer : private SegmentSink {
     TimerId timer;
     Nanos armed = Nanos::max();  // the deadline `timer` holds (max: none), so settle() re-arms only on change
     FourTuple key;
+    std::size_t committed = 0;  // its send and receive buffer sizes, counted in buffer_committed_
   };
   struct Listener {
     bool open = false;
@@ -360,7 +366,7 @@ class TcpLayer : private SegmentSink {
   std::vector<std::uint32_t> free_slots_;
   std::vector<Listener> listeners_;
   std::size_t live_ = 0;
-  std::size_t buffer_committed_ = 0;      // per_connection_buffers() per live connection
+  std::size_t buffer_committed_ = 0;      // the live connections' Slot::committed
   std::uint32_t last_slot_ = UINT32_MAX;  // the connection of the last segment received (a hint)
   std::size_t per_connection_buffers() const noexcept {
     return config_.connection.send_buffer + config_.connection.recv_buffer;
