@@ -369,6 +369,11 @@ class Harness {
       case 9:
         if (Pair* p = pair(op >> 5)) {
           const std::size_t n = in.u16() % 20000 + 1;
+          if (n % 5 == 0) {
+            // One in five first resizes the side's buffers (SO_SNDBUF/SO_RCVBUF), down to a byte.
+            tcp::TcpStream& st = stream(*p, (op >> 4) & 1);
+            if (st.valid()) (void)st.set_buffer_sizes(1 + n * 37 % 300000, 1 + n * 53 % 300000, now_);
+          }
           send(*p, (op >> 4) & 1, n, n % 3 == 0);  // a third of them zero copy
         }
         break;
