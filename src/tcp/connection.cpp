@@ -128,8 +128,10 @@ struct Connection::OwnPool {
     const std::size_t half = kBufferSize / 2;  // a chain's collapse_below
     const std::size_t buffers = 2 * (c.send_buffer / half) + 2 * (c.recv_buffer / half) + 8;
     const std::size_t per_segment = kSegmentBytes / kBufferSize;
-    const std::size_t segments = (buffers + per_segment - 1) / per_segment;
-    if (segments > mem::PacketPool::kMaxSegments) return unexpected(err(EINVAL));
+    // Capped at the pool's reach (64 MiB of buffers): chains larger than
+    // that take less when the private pool runs dry, as with any pool.
+    const std::size_t segments =
+        std::min<std::size_t>((buffers + per_segment - 1) / per_segment, mem::PacketPool::kMaxSegments);
     auto own = std::make_unique<OwnPool>();
     own->bytes = segments * kSegmentBytes;
     void* m =

@@ -386,6 +386,17 @@ TEST(TcpLayer, ConnectionsPastTheBufferMemoryBoundAreRefused) {
   std::size_t established = 0;
   for (auto& c : clients) established += c.connection().state() == State::kEstablished ? 1 : 0;
   EXPECT_EQ(established, 2u);  // the aborted one was reset, the third is in
+  // Buffers far larger than a private pool reaches are a valid configuration
+  // (the layer's connections use the interface's pool).
+  TcpConfig large = config(34);
+  large.connection.send_buffer = std::size_t{256} << 20;
+  large.connection.recv_buffer = std::size_t{256} << 20;
+  large.max_buffer_memory = std::size_t{1} << 30;
+  large.connection.window_shift = 14;
+  {
+    Host h{n.pool};
+    EXPECT_TRUE(TcpLayer::create(*h.iface, *n.pool, h.owner, large));
+  }
   // A bound smaller than one connection's buffers is a configuration error.
   TcpConfig bad = config(33);
   bad.max_buffer_memory = kPer - 1;
