@@ -353,7 +353,8 @@ struct UsnetStack {
   }
 };
 
-std::string open_stack(UsnetStack& s, const std::string& uri, usnet::wire::Ipv4Addr addr, Workload w) {
+// The pool and the link (the link-rate benchmark stops there).
+std::string open_raw_link(UsnetStack& s, const std::string& uri) {
   constexpr std::uint32_t segments =
       static_cast<std::uint32_t>((std::size_t{kBuffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
   const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
@@ -367,11 +368,14 @@ std::string open_stack(UsnetStack& s, const std::string& uri, usnet::wire::Ipv4A
   auto owner = s.pool->add_owner({64, kBuffers});
   if (!owner) return "pool owner: " + owner.error().message();
   s.owner = *owner;
-
   auto link = usnet::link::open_link(uri, *s.pool, s.owner);
   if (!link) return uri + ": " + link.error().message;
   s.link = std::move(*link);
+  return {};
+}
 
+std::string open_stack(UsnetStack& s, const std::string& uri, usnet::wire::Ipv4Addr addr, Workload w) {
+  if (auto e = open_raw_link(s, uri); !e.empty()) return e;
   usnet::net::InterfaceConfig ic;
   ic.addresses.push_back({addr, 24});
   ic.first_ident = static_cast<std::uint16_t>(now().count());
@@ -1073,27 +1077,6 @@ void BM_TcpBulk_KernelVethNoOffloads(benchmark::State& s) { kernel_veth(s, kBulk
 // rate times 1,448 bytes of TCP payload a frame bounds bulk TCP over the
 // same link, whatever the stack does.
 constexpr auto kLinkRateSeconds = 3s;
-
-// Pool and link only (no interface): for the link-rate benchmark.
-std::string open_raw_link(UsnetStack& s, const std::string& uri) {
-  constexpr std::uint32_t segments =
-      static_cast<std::uint32_t>((std::size_t{kBuffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
-  const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
-  auto arena = usnet::mem::Arena::create("tcp_rr_bench", spec);
-  if (!arena) return "arena: " + arena.error().message();
-  s.arena.emplace(std::move(*arena));
-  auto pool =
-      usnet::mem::PacketPool::create({kBufferSize, kSegmentBytes, segments}, s.arena->region("buffers"));
-  if (!pool) return "pool: " + pool.error().message();
-  s.pool = std::make_unique<usnet::mem::PacketPool>(std::move(*pool));
-  auto owner = s.pool->add_owner({64, kBuffers});
-  if (!owner) return "pool owner: " + owner.error().message();
-  s.owner = *owner;
-  auto link = usnet::link::open_link(uri, *s.pool, s.owner);
-  if (!link) return uri + ": " + link.error().message;
-  s.link = std::move(*link);
-  return {};
-}
 
 int link_rate_receiver(const std::string& uri, int report_fd) {
   UsnetStack s;
