@@ -1140,9 +1140,18 @@ void Connection::send_rst(SeqNum seq, Nanos now) {
 
 bool Connection::send_data(SeqNum seq, std::size_t len, bool fin, Nanos now) {
   const std::uint32_t off = distance(snd_una_, seq);
-  const std::size_t pieces = send_.peek(off, len, gather_);
+  std::size_t pieces = 0;
   std::size_t bytes = 0;
-  for (std::size_t i = 0; i < pieces; ++i) bytes += gather_[i].size();
+  for (;;) {
+    pieces = send_.peek(off, len, gather_);
+    bytes = 0;
+    for (std::size_t i = 0; i < pieces; ++i) bytes += gather_[i].size();
+    // gather_ is sized for a full segment of the smallest pieces a chain
+    // keeps; should a segment ever span more, it grows rather than send
+    // fewer bytes than the sequence numbers say.
+    if (bytes == len || pieces < gather_.size()) break;
+    gather_.resize(gather_.size() * 2);
+  }
   std::uint8_t flags = TcpFlags::kAck;
   if (fin) flags |= TcpFlags::kFin;
   if (len > 0 && off + len == send_.size()) flags |= TcpFlags::kPsh;
