@@ -60,8 +60,8 @@ std::size_t BufferChain::push(std::span<const std::byte> in) {
   return total;
 }
 
-bool BufferChain::append(mem::BufIndex buffer, std::size_t offset, std::size_t len) {
-  if (len < collapse_below_ || len > free_space() ||
+bool BufferChain::add_piece(mem::BufIndex buffer, std::size_t offset, std::size_t len) {
+  if (len == 0 || len > free_space() ||
       !add_entry(Entry{Piece{buffer, static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(len)},
                        consumed_ + size_, false})) {
     return false;
@@ -70,18 +70,16 @@ bool BufferChain::append(mem::BufIndex buffer, std::size_t offset, std::size_t l
   return true;
 }
 
+bool BufferChain::append(mem::BufIndex buffer, std::size_t offset, std::size_t len) {
+  return len >= collapse_below_ && add_piece(buffer, offset, len);
+}
+
 std::size_t BufferChain::push_buffer(mem::BufIndex buffer, std::size_t offset, std::size_t len) {
   const std::size_t take = std::min(len, free_space());
-  if (append(buffer, offset, take)) return take;
-  if (count_ == 0 && take > 0 &&
-      add_entry(Entry{Piece{buffer, static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(take)},
-                      consumed_, false})) {
-    // A small piece into an empty chain is kept as it is: nothing to
-    // collapse it into yet (a request, an answer: no copy, no allocation).
-    // What comes behind it is collapsed, so there is at most one such piece.
-    size_ += take;
-    return take;
-  }
+  // A small piece into an empty chain is kept as it is too: nothing to
+  // collapse it into yet (a request, an answer: no copy, no allocation).
+  // What comes behind it is collapsed, so there is at most one such piece.
+  if ((take >= collapse_below_ || count_ == 0) && add_piece(buffer, offset, take)) return take;
   const std::size_t n = take > 0 ? push(pool_->buffer(buffer).subspan(offset, take)) : 0;
   (void)pool_->free(owner_, buffer);
   return n;

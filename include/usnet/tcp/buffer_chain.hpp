@@ -104,6 +104,8 @@ class BufferChain {
   Entry& at(std::size_t i) noexcept { return ring_[(head_ + i) & (ring_.size() - 1)]; }
   const Entry& at(std::size_t i) const noexcept { return ring_[(head_ + i) & (ring_.size() - 1)]; }
   bool add_entry(const Entry& e);
+  // Appends the range as a piece as it is, if it is not empty and fits.
+  bool add_piece(mem::BufIndex buffer, std::size_t offset, std::size_t len);
   void drop_head() noexcept;
   // Index of the piece holding stream position `pos` (pos < end).
   std::size_t locate(std::uint64_t pos) const noexcept;
