@@ -168,14 +168,10 @@ Connection::~Connection() = default;
 Expected<std::unique_ptr<Connection>, std::error_code> Connection::create(
     const ConnectionConfig& config, const Endpoints& endpoints, SegmentSink& sink, std::uint64_t random,
     mem::PacketPool* pool, mem::OwnerId owner) {
-  if (config.send_buffer == 0 || config.recv_buffer == 0 || config.mss < config.min_mss ||
-      config.min_mss < 64 || config.window_shift > wire::TcpOptions::kMaxWindowScale ||
-      config.min_rto <= Nanos{0} || config.max_rto < config.min_rto || config.initial_rto < config.min_rto ||
-      config.msl < Nanos{0}) {
-    return unexpected(err(EINVAL));
-  }
-  // A window above 2^30 cannot be told apart from old segments (RFC 7323 2.3).
-  if (config.recv_buffer > (std::size_t{1} << 30) || config.send_buffer > (std::size_t{1} << 30)) {
+  if (!valid_buffer_size(config.send_buffer) || !valid_buffer_size(config.recv_buffer) ||
+      config.mss < config.min_mss || config.min_mss < 64 ||
+      config.window_shift > wire::TcpOptions::kMaxWindowScale || config.min_rto <= Nanos{0} ||
+      config.max_rto < config.min_rto || config.initial_rto < config.min_rto || config.msl < Nanos{0}) {
     return unexpected(err(EINVAL));
   }
   CongestionConfig cc_config;
@@ -1564,8 +1560,7 @@ void Connection::set_no_delay(bool on, Nanos now) {
 }
 
 std::error_code Connection::set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now) {
-  constexpr std::size_t kMax = std::size_t{1} << 30;
-  if (send == 0 || recv == 0 || send > kMax || recv > kMax) return err(EINVAL);
+  if (!valid_buffer_size(send) || !valid_buffer_size(recv)) return err(EINVAL);
   config_.send_buffer = send;
   config_.recv_buffer = recv;
   send_.set_capacity(send);

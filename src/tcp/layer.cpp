@@ -925,8 +925,7 @@ void TcpStream::set_keepalive(bool on, Nanos now) {
 
 std::error_code TcpStream::set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now) {
   if (layer_ == nullptr) return err(EBADF);
-  if (send == 0 || recv == 0 || send > (std::size_t{1} << 30) || recv > (std::size_t{1} << 30))
-    return err(EINVAL);
+  if (!Connection::valid_buffer_size(send) || !Connection::valid_buffer_size(recv)) return err(EINVAL);
   TcpLayer::Slot& s = layer_->slots_[slot_];
   const std::size_t others = layer_->buffer_committed_ - s.committed;
   if (others + send + recv > layer_->config_.max_buffer_memory) return err(ENOBUFS);

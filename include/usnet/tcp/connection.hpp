@@ -377,6 +377,9 @@ class Connection {
   // new size as data arrives. A larger window than the scale agreed in the
   // handshake allows is not offered.
   std::error_code set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now);
+  // 1 .. 2^30: a window above 2^30 cannot be told apart from old segments
+  // (RFC 7323 2.3).
+  static bool valid_buffer_size(std::size_t n) noexcept { return n > 0 && n <= (std::size_t{1} << 30); }
   std::size_t send_buffer_size() const noexcept { return send_.capacity(); }
   std::size_t recv_buffer_size() const noexcept { return recv_.capacity(); }
 
