@@ -1036,11 +1036,7 @@ std::uint16_t Connection::window_to_advertise() {
   // Receiver silly window avoidance (RFC 9293 3.8.6.2.2): the right edge
   // moves only by at least min(buffer / 2, MSS), and never moves left.
   const std::uint32_t offered = distance(rcv_nxt_, rcv_adv_) > (1u << 31) ? 0 : distance(rcv_nxt_, rcv_adv_);
-  if (recv_.capacity() != config_.recv_buffer) {
-    // After set_buffer_sizes(): toward the new size, never below what is
-    // held plus the window already offered.
-    recv_.set_capacity(std::max<std::size_t>(config_.recv_buffer, recv_.size() + offered));
-  }
+  if (recv_.capacity() != config_.recv_buffer) fit_recv_capacity(offered);  // after set_buffer_sizes()
   std::uint32_t free = static_cast<std::uint32_t>(recv_.free_space());
   const std::uint32_t step =
       std::min<std::uint32_t>(static_cast<std::uint32_t>(config_.recv_buffer / 2), config_.mss);
@@ -1559,6 +1555,10 @@ void Connection::set_no_delay(bool on, Nanos now) {
   if (on) output(now);  // what Nagle held back goes now
 }
 
+void Connection::fit_recv_capacity(std::uint32_t offered) {
+  recv_.set_capacity(std::max<std::size_t>(config_.recv_buffer, recv_.size() + offered));
+}
+
 std::error_code Connection::set_buffer_sizes(std::size_t send, std::size_t recv, Nanos now) {
   if (!valid_buffer_size(send) || !valid_buffer_size(recv)) return err(EINVAL);
   config_.send_buffer = send;
@@ -1566,7 +1566,7 @@ std::error_code Connection::set_buffer_sizes(std::size_t send, std::size_t recv,
   send_.set_capacity(send);
   const std::uint32_t offered =
       synchronized(state_) && distance(rcv_nxt_, rcv_adv_) < (1u << 31) ? distance(rcv_nxt_, rcv_adv_) : 0;
-  recv_.set_capacity(std::max<std::size_t>(recv, recv_.size() + offered));
+  fit_recv_capacity(offered);
   // A window that grew by enough is told at once, as after a read.
   if (synchronized(state_) && !fin_received_) after_read(offered, now);
   return {};

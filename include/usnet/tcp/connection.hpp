@@ -427,6 +427,9 @@ class Connection {
   // After the application took bytes out of recv_: a window update when
   // that opened the window by enough to matter.
   void after_read(std::uint32_t window_before, Nanos now);
+  // The receive buffer toward config_.recv_buffer, never below what it holds
+  // plus the window `offered` (never taken back).
+  void fit_recv_capacity(std::uint32_t offered);
 
   // Segment arrival, by state (RFC 9293 3.10.7.3 and 3.10.7.4).
   void on_segment_syn_sent(const wire::TcpRepr& seg, std::span<const std::byte> payload, Nanos now,
