@@ -62,6 +62,16 @@ void check_accepted(const LinkUri& u) {
       if (n > 0xffffffffull) __builtin_trap();
     } else if (k == "secret" && u.scheme == "memif") {
       if (v.empty() || v.size() > 24) __builtin_trap();  // memif's 24-byte field
+    } else if (k == "mtu" && u.scheme == "memif") {
+      // 68 .. 65517 (a frame with a VLAN tag in a 16-bit ring buffer).
+      if (v.empty()) __builtin_trap();
+      unsigned long n = 0;
+      for (char c : v) {
+        if (c < '0' || c > '9') __builtin_trap();
+        n = n * 10 + static_cast<unsigned long>(c - '0');
+        if (n > 65517) __builtin_trap();
+      }
+      if (n < 68) __builtin_trap();
     } else if (k == "mode" && u.scheme == "af_xdp") {
       if (v != "zc" && v != "copy") __builtin_trap();
     } else if ((k == "queue" || k == "busy_poll") && u.scheme == "af_xdp") {

@@ -845,10 +845,19 @@ Expected<std::unique_ptr<Link>, LinkError> open_memif(const LinkUri& uri, mem::P
       }
     } else if (key == "secret") {
       c.secret = value;
+    } else if (key == "mtu") {
+      const auto r = std::from_chars(value.data(), value.data() + value.size(), c.mtu);
+      if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || c.mtu < kMemifMinMtu ||
+          c.mtu > kMemifMaxMtu) {
+        return unexpected(link_error(c, EINVAL,
+                                     "mtu must be a number from " + std::to_string(kMemifMinMtu) + " to " +
+                                         std::to_string(kMemifMaxMtu)));
+      }
+      c.buffer_size = memif_buffer_size_for(c.mtu);
     } else {
       return unexpected(LinkError{std::make_error_code(std::errc::invalid_argument),
                                   "memif:" + uri.target + ": unknown parameter or value '" + key + "=" +
-                                      value + "' (role=server|client, id=N, secret=S)"});
+                                      value + "' (role=server|client, id=N, secret=S, mtu=N)"});
     }
   }
   auto link = MemifLink::create(c, pool, owner);

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "usnet/link/link.hpp"
+#include "usnet/link/memif_link.hpp"
 
 namespace usnet::link {
 namespace {
@@ -58,7 +59,7 @@ struct Scheme {
 constexpr std::array<Scheme, 5> kSchemes = {{
     {"tap", "interface name", {}},
     {"af_packet", "interface name", {}},
-    {"memif", "socket path", {"role", "id", "secret"}},
+    {"memif", "socket path", {"role", "id", "secret", "mtu"}},
     {"af_xdp", "interface name", {"queue", "mode", "busy_poll", "steer"}},
     {"mem", "name", {}},
 }};
@@ -152,6 +153,13 @@ class Checker {
       // memif carries the secret in a 24-byte field.
       if (!value.empty() && value.size() <= 24) return {};
       return "secret " + quoted(value) + " must be 1 to 24 characters";
+    }
+    if (key == "mtu") {
+      // memif: the largest IP packet; a ring buffer holds it plus an
+      // Ethernet header with a VLAN tag, in at most 65535 bytes.
+      if (decimal_at_most(value, kMemifMaxMtu) && !decimal_at_most(value, kMemifMinMtu - 1)) return {};
+      return "mtu " + quoted(value) + " is not a decimal number from " + std::to_string(kMemifMinMtu) +
+             " to " + std::to_string(kMemifMaxMtu);
     }
     if (key == "queue") {
       if (decimal_at_most(value, 65535)) return {};

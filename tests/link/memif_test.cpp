@@ -35,13 +35,13 @@ constexpr Nanos kNow{0};
 
 class TestPool {
  public:
-  TestPool() {
+  explicit TestPool(std::size_t buffer_size = 2048) {
     bytes_ = 64 * 1024 * 4;
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     EXPECT_NE(p, MAP_FAILED);
     memory_ = static_cast<std::byte*>(p);
     mem::PoolConfig c;
-    c.buffer_size = 2048;
+    c.buffer_size = buffer_size;
     c.segment_bytes = 64 * 1024;
     c.max_segments = 4;
     auto pool = mem::PacketPool::create(c, std::span(memory_, bytes_));
@@ -312,6 +312,63 @@ TEST_F(MemifTest, OpenFromUri) {
   auto b = open_memif(bad, *pool_, server_owner_);
   ASSERT_FALSE(b);
   EXPECT_NE(b.error().message.find("role=master"), std::string::npos) << b.error().message;
+}
+
+// mtu=N in the URI sets the MTU and the ring buffers the client offers, so
+// jumbo frames pass; a client left at 1500 offers 2048-byte buffers, and a
+// longer frame from the server is counted as a transmit error, not cut.
+TEST(MemifMtu, JumboFramesFromTheUri) {
+  TestPool pool(16384);
+  TempDir dir;
+  const auto so = *pool->add_owner({0, 8});
+  const auto co = *pool->add_owner({0, 8});
+  const auto send_one = [&](Link& from, mem::OwnerId fo, Link& to, mem::OwnerId to_owner, std::size_t len) {
+    auto b = pool->alloc(fo);
+    EXPECT_TRUE(b);
+    const auto bytes = pattern(len, static_cast<std::uint32_t>(len));
+    std::memcpy(pool->buffer(*b).data(), bytes.data(), len);
+    Frame f{*b, static_cast<std::uint32_t>(len), 0, 0};
+    EXPECT_EQ(from.tx_burst({&f, 1}, kNow), 1u);
+    Frame in{};
+    if (to.rx_burst({&in, 1}, kNow) != 1) return false;
+    const auto got = pool->buffer(in.buffer).subspan(in.offset, in.length);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), bytes.begin(), bytes.end())) << len << " bytes";
+    EXPECT_FALSE(pool->free(to_owner, in.buffer));
+    return true;
+  };
+  for (const char* client_mtu : {"9000", "1500"}) {
+    SCOPED_TRACE(client_mtu);
+    auto s = open_memif({"memif", dir.sock(), {{"role", "server"}, {"mtu", "9000"}}}, *pool, so);
+    ASSERT_TRUE(s) << s.error().message;
+    auto c = open_memif({"memif", dir.sock(), {{"mtu", client_mtu}}}, *pool, co);
+    ASSERT_TRUE(c) << c.error().message;
+    EXPECT_EQ((*s)->info().mtu, 9000u);
+    EXPECT_EQ((*c)->info().mtu, std::string(client_mtu) == "9000" ? 9000u : 1500u);
+    auto& server = static_cast<MemifLink&>(**s);
+    auto& client = static_cast<MemifLink&>(**c);
+    for (int i = 0; i < 64 && !(server.connected() && client.connected()); ++i) {
+      server.poll_control(kNow);
+      client.poll_control(kNow);
+    }
+    ASSERT_TRUE(server.connected() && client.connected());
+    const std::size_t jumbo = 9000 + 18;
+    if (std::string(client_mtu) == "9000") {
+      EXPECT_TRUE(send_one(client, co, server, so, jumbo));
+      EXPECT_TRUE(send_one(server, so, client, co, jumbo));
+      EXPECT_EQ(server.counters().tx_errors, 0u);
+    } else {
+      EXPECT_TRUE(send_one(server, so, client, co, 2048));
+      EXPECT_FALSE(send_one(server, so, client, co, 2049));
+      EXPECT_EQ(server.counters().tx_errors, 1u);
+    }
+    s->reset();
+    c->reset();
+    EXPECT_EQ(pool->in_use(), 0u);
+  }
+  auto bad = open_memif({"memif", dir.sock(), {{"mtu", "65518"}}}, *pool, so);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("mtu must be a number from 68 to 65517"), std::string::npos)
+      << bad.error().message;
 }
 
 // Two processes: the forked child is a client that echoes every frame back;

@@ -148,7 +148,7 @@ Expected<LinkUri, LinkError> parse_link_uri(std::string_view uri);
 // Opens a link from a URI a user typed:
 //   tap:NAME                       a TAP device (created if absent; needs root)
 //   af_packet:IFNAME               AF_PACKET socket on an existing interface
-//   memif:/path.sock[?role=server|client&id=N&secret=S]  (client by default)
+//   memif:/path.sock[?role=server|client&id=N&secret=S&mtu=N]  (client; mtu 1500 by default)
 //   af_xdp:IFNAME[?queue=N&mode=zc|copy]
 // A bad URI, a missing device or a missing privilege gives a LinkError that
 // names the problem.

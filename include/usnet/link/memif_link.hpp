@@ -58,6 +58,16 @@ namespace usnet::link {
 
 enum class MemifRole : std::uint8_t { kServer, kClient };
 
+// The MTU a memif link may be given (the URI's mtu=N): a frame of it with an
+// Ethernet header and a VLAN tag must fit one ring buffer (at most 65535
+// bytes; chained descriptors are accepted on receive but not made).
+inline constexpr std::uint32_t kMemifMinMtu = 68;
+inline constexpr std::uint32_t kMemifMaxMtu = 65535 - 18;
+
+// The ring buffer size a client offers for `mtu`: 2048 (DPDK's and libmemif's
+// default) or the frame of that MTU with a VLAN tag, whichever is larger.
+constexpr std::uint32_t memif_buffer_size_for(std::uint32_t mtu) { return mtu + 18 > 2048 ? mtu + 18 : 2048; }
+
 struct MemifConfig {
   std::string socket_path;  // at most 107 bytes (sockaddr_un)
   MemifRole role = MemifRole::kClient;
@@ -70,6 +80,8 @@ struct MemifConfig {
   // than a pool buffer are not sent.
   std::uint32_t buffer_size = 2048;
   wire::MacAddr mac{};  // all zero: a locally administered address is made up
+  // Both ends must agree (a frame longer than the buffer the peer offers is
+  // not sent); the URI's mtu=N sets it and buffer_size together.
   std::uint32_t mtu = 1500;
   bool interrupts = false;  // see "Mode" above
   std::string name;         // LinkInfo::name; the socket path if empty
