@@ -387,25 +387,52 @@ std::error_code Interface::send(wire::Ipv4Addr dst, std::uint8_t protocol, std::
   return ec;
 }
 
+Expected<Interface::Route, std::error_code> Interface::route(wire::Ipv4Addr src,
+                                                             wire::Ipv4Addr dst) noexcept {
+  Route r{src, dst, dst.is_broadcast() || is_directed_broadcast(dst)};
+  if (dst.is_broadcast()) {
+    if (r.src.is_unspecified()) r.src = config_.addresses.front().addr;
+    return r;
+  }
+  auto hop = dst.is_multicast() ? std::nullopt : routes_.lookup(dst);
+  if (!hop) {
+    counters_.drop(DropReason::NoRoute);
+    return unexpected(err(std::errc::network_unreachable));
+  }
+  r.next_hop = hop->next_hop;
+  if (r.src.is_unspecified()) r.src = hop->source;
+  return r;
+}
+
+void Interface::write_headers(std::span<std::byte> buf, wire::Ipv4Addr src, wire::Ipv4Addr dst,
+                              std::uint8_t protocol, const SendOptions& options, std::uint16_t ident,
+                              bool more_frags, std::size_t frag_offset, std::size_t len,
+                              wire::ChecksumMode mode) const noexcept {
+  wire::EthernetRepr eth{{}, link_->info().mac, wire::ethertype::kIpv4, std::nullopt};
+  (void)eth.emit(buf);
+  wire::Ipv4Repr ip;
+  ip.src = src;
+  ip.dst = dst;
+  ip.protocol = protocol;
+  ip.ttl = options.ttl != 0 ? options.ttl : config_.default_ttl;
+  ip.dscp = options.dscp & 0x3f;
+  ip.ecn = options.ecn & 0x03;
+  ip.ident = ident;
+  ip.dont_frag = options.dont_frag;
+  ip.more_frags = more_frags;
+  ip.frag_offset_bytes = static_cast<std::uint16_t>(frag_offset);
+  ip.payload_len = static_cast<std::uint16_t>(len);
+  (void)ip.emit(buf.subspan(kEthHeaderLen), mode);
+}
+
 std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::uint8_t protocol,
                                   std::span<const std::byte> payload, const SendOptions& options, Nanos now) {
   if (payload.size() > 0xffff - kIpHeaderLen) {
     counters_.drop(DropReason::TooBig);
     return err(std::errc::message_size);
   }
-  const bool broadcast = dst.is_broadcast() || is_directed_broadcast(dst);
-  wire::Ipv4Addr next_hop = dst;
-  if (dst.is_broadcast()) {
-    if (src.is_unspecified()) src = config_.addresses.front().addr;
-  } else {
-    auto hop = dst.is_multicast() ? std::nullopt : routes_.lookup(dst);
-    if (!hop) {
-      counters_.drop(DropReason::NoRoute);
-      return err(std::errc::network_unreachable);
-    }
-    next_hop = hop->next_hop;
-    if (src.is_unspecified()) src = hop->source;
-  }
+  const auto r = route(src, dst);
+  if (!r) return r.error();
   const std::size_t one_frame = mtu_ - kIpHeaderLen;
   if (payload.size() > one_frame && options.dont_frag) {
     counters_.drop(DropReason::TooBig);
@@ -427,21 +454,7 @@ std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::u
       return err(std::errc::no_buffer_space);
     }
     auto buf = pool_->buffer(f->buffer);
-    wire::EthernetRepr eth{{}, link_->info().mac, wire::ethertype::kIpv4, std::nullopt};
-    (void)eth.emit(buf);
-    wire::Ipv4Repr ip;
-    ip.src = src;
-    ip.dst = dst;
-    ip.protocol = protocol;
-    ip.ttl = options.ttl != 0 ? options.ttl : config_.default_ttl;
-    ip.dscp = options.dscp & 0x3f;
-    ip.ecn = options.ecn & 0x03;
-    ip.ident = ident;
-    ip.dont_frag = options.dont_frag;
-    ip.more_frags = off + len < payload.size();
-    ip.frag_offset_bytes = static_cast<std::uint16_t>(off);
-    ip.payload_len = static_cast<std::uint16_t>(len);
-    (void)ip.emit(buf.subspan(kEthHeaderLen), mode);
+    write_headers(buf, r->src, dst, protocol, options, ident, off + len < payload.size(), off, len, mode);
     if (len != 0) std::memcpy(buf.data() + kHeadroom, payload.data() + off, len);
     f->length = static_cast<std::uint32_t>(kHeadroom + len);
     if (mode == wire::ChecksumMode::Ignore) f->flags = link::FrameFlag::kChecksumsVerified;
@@ -453,11 +466,51 @@ std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::u
   if (frags_.size() > 1) counters_.tx_fragments += frags_.size();
   std::error_code first_error;
   for (const auto& f : frags_) {
-    auto ec = to_link(f, next_hop, broadcast, src, now);
+    auto ec = to_link(f, r->next_hop, r->broadcast, r->src, now);
     if (ec && !first_error) first_error = ec;
   }
   frags_.clear();
   return first_error;
+}
+
+Expected<OutboundDatagram, std::error_code> Interface::reserve(wire::Ipv4Addr dst, std::uint8_t protocol,
+                                                               std::size_t length,
+                                                               const SendOptions& options) {
+  if (length > mtu_ - kIpHeaderLen) {
+    counters_.drop(DropReason::TooBig);
+    return unexpected(err(std::errc::message_size));
+  }
+  const auto r = route(options.source, dst);
+  if (!r) return unexpected(r.error());
+  auto f = alloc_frame();
+  if (!f) return unexpected(err(std::errc::no_buffer_space));
+  const auto mode = tx_checksum_mode();
+  auto buf = pool_->buffer(f->buffer);
+  write_headers(buf, r->src, dst, protocol, options, next_ident_++, false, 0, length, mode);
+  f->length = static_cast<std::uint32_t>(kHeadroom + length);
+  if (mode == wire::ChecksumMode::Ignore) f->flags = link::FrameFlag::kChecksumsVerified;
+  OutboundDatagram d;
+  d.frame_ = *f;
+  d.payload_ = buf.subspan(kHeadroom, length);
+  d.src_ = r->src;
+  d.next_hop_ = r->next_hop;
+  d.broadcast_ = r->broadcast;
+  return d;
+}
+
+std::error_code Interface::transmit(OutboundDatagram& d, Nanos now) {
+  if (d.payload_.data() == nullptr) return err(std::errc::invalid_argument);
+  d.payload_ = {};
+  ++counters_.tx_datagrams;
+  std::error_code ec = to_link(d.frame_, d.next_hop_, d.broadcast_, d.src_, now);
+  if (!flush_tx(now) && !ec) ec = err(std::errc::no_buffer_space);
+  return ec;
+}
+
+void Interface::release(OutboundDatagram& d) noexcept {
+  if (d.payload_.data() == nullptr) return;
+  d.payload_ = {};
+  free_frame(d.frame_);
 }
 
 std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop, bool broadcast,

@@ -382,6 +382,61 @@ TEST(Ipv4Output, PoolExhaustionIsAnErrorNotALeak) {
   EXPECT_TRUE(a.sent().empty());
 }
 
+// reserve() builds the same frame send() would, in place: headers written,
+// the caller's bytes where it wrote them; release() gives the frame back;
+// the errors are send()'s, and EMSGSIZE for anything past one frame.
+TEST(Ipv4Output, ReserveBuildsTheDatagramInItsFrame) {
+  TestPool pool;
+  Host h(pool);
+  learn_peer(h);
+  SendOptions o;
+  o.ttl = 9;
+  o.dont_frag = true;
+  const auto payload = pattern(1480);
+  auto d = h->reserve(kPeerIp, 17, payload.size(), o);
+  ASSERT_TRUE(d) << d.error().message();
+  ASSERT_EQ(d->payload().size(), payload.size());
+  std::copy(payload.begin(), payload.end(), d->payload().begin());
+  EXPECT_EQ(pool->in_use(h.owner), 1u);
+  ASSERT_FALSE(h->transmit(*d, h.now));
+  EXPECT_EQ(h->transmit(*d, h.now), std::errc::invalid_argument);  // once only
+  ASSERT_FALSE(h->send(kPeerIp, 17, payload, o, h.now));
+  auto out = h.sent();
+  ASSERT_EQ(out.size(), 2u);
+  auto e0 = wire::EthernetView::make(out[0]);
+  auto ip0 = wire::Ipv4View::make(e0->payload());
+  auto ip1 = wire::Ipv4View::make(wire::EthernetView::make(out[1])->payload());
+  ASSERT_TRUE(ip0 && ip1);
+  EXPECT_EQ(e0->dst(), kPeerMac);
+  EXPECT_TRUE(ip0->checksum_ok());
+  EXPECT_EQ(ip0->ttl(), 9);
+  EXPECT_TRUE(ip0->dont_frag());
+  EXPECT_EQ(ip0->src(), kOurIp);
+  EXPECT_EQ(ip1->ident(), static_cast<std::uint16_t>(ip0->ident() + 1));
+  // Apart from the ident (and so the header checksum) the frames are equal.
+  EXPECT_EQ(out[0].size(), out[1].size());
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), ip0->payload().begin(), ip0->payload().end()));
+  EXPECT_EQ(h->counters().tx_datagrams, 2u);
+
+  auto r = h->reserve(kPeerIp, 17, 10, {});
+  ASSERT_TRUE(r);
+  h->release(*r);
+  h->release(*r);  // a second release is a no-op
+  EXPECT_EQ(pool->in_use(h.owner), 0u);
+  EXPECT_TRUE(h.sent().empty());
+
+  EXPECT_EQ(h->reserve(kPeerIp, 17, 1481, {}).error(), std::errc::message_size);  // no fragments
+  EXPECT_EQ(h->reserve(Ipv4Addr::from_octets(203, 0, 113, 9), 17, 10, {}).error(),
+            std::errc::network_unreachable);
+  EXPECT_EQ(h.drops(DropReason::TooBig), 1u);
+  EXPECT_EQ(h.drops(DropReason::NoRoute), 1u);
+  std::vector<link::Frame> hog;
+  while (auto b = pool->alloc(h.owner)) hog.push_back(link::Frame{*b, 0, 0, 0});
+  EXPECT_EQ(h->reserve(kPeerIp, 17, 10, {}).error(), std::errc::no_buffer_space);
+  for (const auto& f : hog) EXPECT_FALSE(pool->free(h.owner, f.buffer));
+  EXPECT_EQ(pool->in_use(h.owner), 0u);
+}
+
 TEST(Ipv4Output, TwoInterfacesBackToBack) {
   TestPool pool;
   Host a(pool, default_config(kPeerIp), kPeerMac);

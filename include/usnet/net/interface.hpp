@@ -118,6 +118,21 @@ struct SendOptions {
   wire::Ipv4Addr source;  // 0: the route's source address
 };
 
+// A datagram being built in its frame (Interface::reserve): the Ethernet
+// and IPv4 headers are written; the upper layer writes `payload` (exactly
+// the length it reserved), then hands it to transmit() or release().
+class OutboundDatagram {
+ public:
+  std::span<std::byte> payload() const noexcept { return payload_; }
+
+ private:
+  friend class Interface;
+  link::Frame frame_{};
+  std::span<std::byte> payload_;
+  wire::Ipv4Addr src_, next_hop_;
+  bool broadcast_ = false;
+};
+
 using ProtocolHandler = std::function<void(InboundDatagram& datagram, Nanos now)>;
 using ErrorHandler = std::function<void(const IcmpErrorInfo& error, Nanos now)>;
 using PingHandler = std::function<void(const EchoReply& reply, Nanos now)>;
@@ -153,6 +168,19 @@ class Interface {
   // queued behind ARP resolution (success is returned). Each drop is counted.
   std::error_code send(wire::Ipv4Addr dst, std::uint8_t protocol, std::span<const std::byte> payload,
                        const SendOptions& options, Nanos now);
+
+  // The same datagram built in place, without a copy of its payload: one
+  // frame, so at most mtu() - 20 bytes (EMSGSIZE otherwise, whatever
+  // dont_frag says); the other errors are send()'s, ENOBUFS from reserve()
+  // when the pool has no buffer. A reserved datagram must be passed to
+  // transmit() or release() before the next reserve() or poll().
+  Expected<OutboundDatagram, std::error_code> reserve(wire::Ipv4Addr dst, std::uint8_t protocol,
+                                                      std::size_t length, const SendOptions& options);
+  std::error_code transmit(OutboundDatagram& datagram, Nanos now);
+  void release(OutboundDatagram& datagram) noexcept;
+  // How an upper layer fills in its checksums for this link (Ignore when
+  // the link neither needs nor checks them).
+  wire::ChecksumMode tx_checksum_mode() const noexcept;
 
   // Upper layers. The ICMP protocol is handled here (EINVAL for it).
   std::error_code set_protocol_handler(std::uint8_t protocol, ProtocolHandler handler);
@@ -214,6 +242,17 @@ class Interface {
                           std::span<const std::byte> quote, Nanos now);
 
   // Send.
+  // The route for a datagram to `dst` (fills in the source when unspecified
+  // and says whether it is a broadcast); ENETUNREACH when there is none.
+  struct Route {
+    wire::Ipv4Addr src, next_hop;
+    bool broadcast = false;
+  };
+  Expected<Route, std::error_code> route(wire::Ipv4Addr src, wire::Ipv4Addr dst) noexcept;
+  // Writes the Ethernet (source only) and IPv4 headers of one frame.
+  void write_headers(std::span<std::byte> buf, wire::Ipv4Addr src, wire::Ipv4Addr dst, std::uint8_t protocol,
+                     const SendOptions& options, std::uint16_t ident, bool more_frags,
+                     std::size_t frag_offset, std::size_t len, wire::ChecksumMode mode) const noexcept;
   // Builds the frames of one datagram (fragmenting) and hands them to L2.
   std::error_code output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::uint8_t protocol,
                          std::span<const std::byte> payload, const SendOptions& options, Nanos now);
@@ -231,7 +270,6 @@ class Interface {
   bool flush_tx(Nanos now);
   void free_frame(const link::Frame& f) noexcept;
   std::span<std::byte> frame_bytes(const link::Frame& f) const noexcept;
-  wire::ChecksumMode tx_checksum_mode() const noexcept;
 
   link::Link* link_;
   mem::PacketPool* pool_;
