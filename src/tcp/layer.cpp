@@ -135,7 +135,6 @@ TcpLayer::TcpLayer(net::Interface& iface, mem::PacketPool& pool, mem::OwnerId ow
   if (auto c = SynCookies::create({}, cookie_key)) cookies_.emplace(std::move(*c));
   rng_ = mix(s);
   slots_.reserve(config.max_connections);
-  scratch_.resize(wire::TcpView::kMaxHeaderLen + 0xffff);
 }
 
 TcpLayer::~TcpLayer() {
@@ -634,31 +633,34 @@ bool TcpLayer::send_segment(const Endpoints& ep, const wire::TcpRepr& header, Pa
 
 bool TcpLayer::send_segment_ecn(const Endpoints& ep, const wire::TcpRepr& header, Payload payload, IpEcn ecn,
                                 Nanos now) {
+  // The segment is built in the frame it leaves in: header, then the
+  // payload's pieces copied once from the send buffer, then the checksum.
   const std::size_t hlen = header.buffer_len();
-  std::size_t total = hlen;
-  for (const auto& piece : payload) {
-    if (piece.size() > scratch_.size() - total) {
-      ++counters_.tx_errors;
-      return false;
-    }
-    std::memcpy(scratch_.data() + total, piece.data(), piece.size());
-    total += piece.size();
-  }
-  wire::TcpRepr h = header;
-  h.payload_len = static_cast<std::uint32_t>(total - hlen);
-  const auto mode = (iface_->link_info().offloads & link::Offload::kNoChecksums) != 0
-                        ? wire::ChecksumMode::Ignore
-                        : wire::ChecksumMode::Verify;
-  if (!h.emit(std::span(scratch_).first(total), wire::PseudoHeader::v4(ep.local_addr, ep.remote_addr),
-              mode)) {
-    ++counters_.tx_errors;
-    return false;
-  }
+  std::size_t plen = 0;
+  for (const auto& piece : payload) plen += piece.size();
   net::SendOptions opts;
   opts.source = ep.local_addr;
   opts.dont_frag = true;  // RFC 1191 path MTU discovery, as Linux
   opts.ecn = static_cast<std::uint8_t>(ecn);
-  if (iface_->send(ep.remote_addr, kProtocol, std::span(scratch_).first(total), opts, now)) {
+  auto d = iface_->reserve(ep.remote_addr, kProtocol, hlen + plen, opts);
+  if (!d) {
+    ++counters_.tx_errors;
+    return false;
+  }
+  const std::span<std::byte> out = d->payload();
+  std::size_t at = hlen;
+  for (const auto& piece : payload) {
+    if (!piece.empty()) std::memcpy(out.data() + at, piece.data(), piece.size());
+    at += piece.size();
+  }
+  wire::TcpRepr h = header;
+  h.payload_len = static_cast<std::uint32_t>(plen);
+  if (!h.emit(out, wire::PseudoHeader::v4(ep.local_addr, ep.remote_addr), iface_->tx_checksum_mode())) {
+    iface_->release(*d);
+    ++counters_.tx_errors;
+    return false;
+  }
+  if (iface_->transmit(*d, now)) {
     ++counters_.tx_errors;
     return false;
   }

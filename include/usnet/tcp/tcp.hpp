@@ -383,7 +383,6 @@ class TcpLayer : private SegmentSink {
   ConnectionCounters freed_totals_;  // counters of connections already freed
   std::uint64_t rng_;
   Nanos last_now_{0};
-  std::vector<std::byte> scratch_;  // one segment, built before Interface::send copies it
 };
 
 }  // namespace usnet::tcp
