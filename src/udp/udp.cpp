@@ -353,22 +353,31 @@ std::error_code UdpLayer::send(UdpSocket& s, std::span<const std::byte> payload,
     if (!from) return fail(err(std::errc::network_unreachable));
     src = *from;
   }
-  // Interface::send copies the payload into frames; the UDP header goes in
-  // front of it here (one copy more than a send that built in the frame).
-  scratch_.resize(wire::UdpView::kHeaderLen + payload.size());
-  if (!payload.empty())
-    std::memcpy(scratch_.data() + wire::UdpView::kHeaderLen, payload.data(), payload.size());
   const wire::UdpRepr udp{s.local_.port, to.port, static_cast<std::uint16_t>(payload.size())};
-  // A link that carries frames intact between usnet stacks needs no checksum.
-  const auto mode = (iface_->link_info().offloads & link::Offload::kNoChecksums) != 0
-                        ? wire::ChecksumMode::Ignore
-                        : wire::ChecksumMode::Verify;
-  (void)udp.emit(scratch_, wire::PseudoHeader::v4(src, to.addr), mode);
+  const auto ph = wire::PseudoHeader::v4(src, to.addr);
+  const auto mode = iface_->tx_checksum_mode();
   net::SendOptions o;
   o.ttl = s.options_.ttl;
   o.dscp = s.options_.dscp;
   o.source = src;
-  if (auto ec = iface_->send(to.addr, kProtocol, scratch_, o, now)) return fail(ec);
+  const std::size_t len = wire::UdpView::kHeaderLen + payload.size();
+  if (len <= iface_->mtu() - net::Interface::kIpHeaderLen) {
+    // One frame: built in place, the payload copied once.
+    auto d = iface_->reserve(to.addr, kProtocol, len, o);
+    if (!d) return fail(d.error());
+    const std::span<std::byte> out = d->payload();
+    if (!payload.empty()) std::memcpy(out.data() + wire::UdpView::kHeaderLen, payload.data(), payload.size());
+    (void)udp.emit(out, ph, mode);
+    if (auto ec = iface_->transmit(*d, now)) return fail(ec);
+  } else {
+    // Fragments: Interface::send splits the datagram, so it is built here
+    // first (header in front of the payload) and copied into the frames.
+    scratch_.resize(len);
+    if (!payload.empty())
+      std::memcpy(scratch_.data() + wire::UdpView::kHeaderLen, payload.data(), payload.size());
+    (void)udp.emit(scratch_, ph, mode);
+    if (auto ec = iface_->send(to.addr, kProtocol, scratch_, o, now)) return fail(ec);
+  }
   ++counters_.tx_datagrams;
   counters_.tx_bytes += payload.size();
   return {};
