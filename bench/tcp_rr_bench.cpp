@@ -67,6 +67,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -306,6 +307,17 @@ constexpr std::size_t kBufferSize = 2048;  // a power of two: AF_XDP UMEM chunks
 constexpr std::size_t kSegmentBytes = 64 * 1024;
 constexpr std::uint32_t kBuffers = 8192;
 
+// The pool buffer for a link URI: kBufferSize, or for a memif URI with
+// mtu=N the power of two that holds a frame of that MTU.
+std::size_t pool_buffer_for(const std::string& uri) {
+  const auto u = usnet::link::parse_link_uri(uri);
+  if (!u || u->scheme != "memif") return kBufferSize;
+  const std::string_view mtu = u->param("mtu", "");
+  if (mtu.empty()) return kBufferSize;
+  return std::max(kBufferSize, std::bit_ceil(std::size_t{usnet::link::memif_buffer_size_for(
+                                   static_cast<std::uint32_t>(std::stoul(std::string(mtu))))}));
+}
+
 enum class Workload : std::uint8_t { kRequestResponse, kBulk };
 
 // The TCP knobs the benchmarks use: no_delay for request/response (Nagle
@@ -355,14 +367,17 @@ struct UsnetStack {
 
 // The pool and the link (the link-rate benchmark stops there).
 std::string open_raw_link(UsnetStack& s, const std::string& uri) {
-  constexpr std::uint32_t segments =
-      static_cast<std::uint32_t>((std::size_t{kBuffers} * kBufferSize + kSegmentBytes - 1) / kSegmentBytes);
-  const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * kSegmentBytes}};
+  const std::size_t buffer_size = pool_buffer_for(uri);
+  // At least 16 buffers a segment (the pool has at most 4096 segments).
+  const std::size_t segment_bytes = std::max(kSegmentBytes, 16 * buffer_size);
+  const auto segments =
+      static_cast<std::uint32_t>((std::size_t{kBuffers} * buffer_size + segment_bytes - 1) / segment_bytes);
+  const std::vector<usnet::mem::RegionSpec> spec{{"buffers", std::size_t{segments} * segment_bytes}};
   auto arena = usnet::mem::Arena::create("tcp_rr_bench", spec);
   if (!arena) return "arena: " + arena.error().message();
   s.arena.emplace(std::move(*arena));
   auto pool =
-      usnet::mem::PacketPool::create({kBufferSize, kSegmentBytes, segments}, s.arena->region("buffers"));
+      usnet::mem::PacketPool::create({buffer_size, segment_bytes, segments}, s.arena->region("buffers"));
   if (!pool) return "pool: " + pool.error().message();
   s.pool = std::make_unique<usnet::mem::PacketPool>(std::move(*pool));
   auto owner = s.pool->add_owner({64, kBuffers});
@@ -778,10 +793,11 @@ void usnet_bench(benchmark::State& state, Workload w, const std::string& peer_ur
   }
 }
 
-void usnet_memif(benchmark::State& state, Workload w) {
+void usnet_memif(benchmark::State& state, Workload w, std::uint32_t mtu = 1500) {
   const std::string path = "/tmp/usnet-tcp-rr-" + std::to_string(getpid()) + ".sock";
+  const std::string m = "&mtu=" + std::to_string(mtu);
   ::unlink(path.c_str());
-  usnet_bench(state, w, "memif:" + path + "?role=server", "memif:" + path + "?role=client", {}, {});
+  usnet_bench(state, w, "memif:" + path + "?role=server" + m, "memif:" + path + "?role=client" + m, {}, {});
   ::unlink(path.c_str());
 }
 
@@ -1058,7 +1074,7 @@ void BM_TcpRR64_KernelVeth(benchmark::State& s) { kernel_veth(s, kRR, false); }
 void BM_TcpRR64_KernelVethBusyPoll(benchmark::State& s) { kernel_veth(s, kRR, true); }
 void BM_TcpBulk_UsnetMemif(benchmark::State& s) {
   g_bulk_buffer = static_cast<std::size_t>(s.range(0)) << 10;
-  usnet_memif(s, kBulk);
+  usnet_memif(s, kBulk, static_cast<std::uint32_t>(s.range(1)));
 }
 void BM_TcpBulk_KernelLoopback(benchmark::State& s) { kernel_bench(s, kBulk, false, kLoopback); }
 void BM_TcpBulk_UsnetAfXdpVeth(benchmark::State& s) {
@@ -1218,7 +1234,15 @@ RR_BENCH(BM_TcpRR64_KernelVethBusyPoll);
 // usnet's buffers: 4 MiB, and 1 MiB and 512 KiB, whose windows (at most
 // 724 and 362 full segments) fit the memif ring (1024 slots) and the AF_XDP
 // rings (2048), so the sender cannot overrun them.
-BULK_BENCH(BM_TcpBulk_UsnetMemif)->ArgName("buffer_kib")->Arg(4096)->Arg(1024)->Arg(512);
+// Over memif also with jumbo frames (MTU 9000) and with frames as large as
+// a memif buffer takes (MTU 65517; kernel loopback's MTU is 65536).
+BULK_BENCH(BM_TcpBulk_UsnetMemif)
+    ->ArgNames({"buffer_kib", "mtu"})
+    ->Args({4096, 1500})
+    ->Args({1024, 1500})
+    ->Args({512, 1500})
+    ->Args({4096, 9000})
+    ->Args({4096, 65517});
 BULK_BENCH(BM_TcpBulk_KernelLoopback);
 BULK_BENCH(BM_TcpBulk_UsnetAfXdpVeth)->ArgName("buffer_kib")->Arg(4096)->Arg(1024)->Arg(512);
 BULK_BENCH(BM_TcpBulk_KernelVeth);
