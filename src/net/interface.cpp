@@ -141,10 +141,12 @@ std::string Interface::format_counters(bool all) const {
 // ---------------------------------------------------------------------------
 // Poll and timers
 
-void Interface::poll(Nanos now) {
+std::size_t Interface::poll(Nanos now) {
   std::array<link::Frame, kBurst> frames;
+  std::size_t received = 0;
   for (std::size_t b = 0; b < kMaxBurstsPerPoll; ++b) {
     const std::size_t n = link_->rx_burst(frames, now);
+    received += n;
     for (std::size_t i = 0; i < n; ++i) {
       ++counters_.rx_frames;
       handle_frame(frames[i], now);
@@ -190,6 +192,7 @@ void Interface::poll(Nanos now) {
     next_announcement_ = now + config_.arp.announce_interval;
   }
   flush_tx(now);
+  return received;
 }
 
 Nanos Interface::next_deadline() const noexcept {

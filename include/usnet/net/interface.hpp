@@ -156,7 +156,8 @@ class Interface {
 
   // Receives up to kMaxBurstsPerPoll bursts, then runs the timers (ARP
   // retransmits and expiry, reassembly timeouts, announcements at start).
-  void poll(Nanos now);
+  // Returns the frames received (0: the link had nothing).
+  std::size_t poll(Nanos now);
   // The earliest time poll() has timer work (the link's own deadline
   // included); Nanos::max() if none. Before the first poll: 0.
   Nanos next_deadline() const noexcept;
