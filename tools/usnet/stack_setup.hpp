@@ -18,6 +18,7 @@
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
+#include "usnet/stack.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/udp/udp.hpp"
 #include "usnet/util/expected.hpp"
@@ -30,7 +31,7 @@ struct StackOptions {
   std::string gateway;                 // default gateway, optional
   std::vector<std::string> routes;     // "PREFIX/LEN,GATEWAY"
   std::string pcap;                    // capture file, optional
-  std::uint32_t buffers = 4096;        // pool buffers of 2048 bytes
+  std::uint32_t buffers = 4096;        // pool buffers (2048 bytes, more for a memif mtu=N)
   std::string ecn = "accept";          // TCP ECN: off, accept (a peer's request) or on (ask too)
   // Faults injected on receive (seeded, so a run can be replayed).
   double fault_drop = 0, fault_corrupt = 0, fault_duplicate = 0, fault_reorder = 0;
@@ -44,6 +45,8 @@ void add_stack_options(CLI::App* cmd, StackOptions& opt);
 extern std::atomic<bool> g_stop;
 void install_stop_signals();
 
+// A usnet::Stack made from the command line's options, with what the tools
+// print about it.
 class ToolStack {
  public:
   static Expected<std::unique_ptr<ToolStack>, std::string> open(const StackOptions& opt);
@@ -53,46 +56,35 @@ class ToolStack {
   // afterwards: 0 unless something leaked. The stack is unusable after.
   std::size_t shutdown();
 
-  net::Interface& iface() { return *iface_; }
-  link::Link& link() { return *link_; }
-  // The UDP layer over the interface, created on first use.
-  udp::UdpLayer& udp();
-  // The TCP layer over the interface, created on first use.
-  tcp::TcpLayer& tcp();
-  // The interface's counters, the UDP layer's if it exists, and the fault
-  // injector's when one is in the path.
+  Stack& stack() { return *stack_; }
+  net::Interface& iface() { return stack_->interface(); }
+  link::Link& link() { return stack_->link(); }
+  udp::UdpLayer& udp() { return stack_->udp(); }
+  tcp::TcpLayer& tcp() { return stack_->tcp(); }
+  // The stack's counters, the fault injector's per direction when one is
+  // in the path, and the AF_XDP program's when the link is AF_XDP.
   std::string format_counters() const;
 
   // Monotonic time for the stack (the core reads no clock of its own).
-  static link::Nanos now();
-  // Polls the interface (and the TCP timers), then sleeps on the link's fd
-  // until the next deadline, `wake_at`, or at most 50 ms, whichever is
-  // first.
+  static link::Nanos now() { return Stack::now(); }
+  // Polls the stack, then sleeps on the link's fd until the next deadline,
+  // `wake_at`, or at most 50 ms, whichever is first.
   void run_once(link::Nanos wake_at) {
     poll();
     wait(wake_at);
   }
   // The two halves, for loops that have work of their own between them
   // (and sleep only when neither the stack nor they made progress).
-  void poll();
-  void wait(link::Nanos wake_at);
+  void poll() { (void)stack_->poll(now()); }
+  void wait(link::Nanos wake_at) { stack_->wait(wake_at); }
 
  private:
   ToolStack() = default;
-  std::optional<mem::Arena> arena_;
-  std::unique_ptr<mem::PacketPool> pool_;
-  mem::OwnerId owner_;
-  std::unique_ptr<link::Link> link_;
-  std::unique_ptr<net::Interface> iface_;
-  std::unique_ptr<udp::UdpLayer> udp_;
-  std::unique_ptr<tcp::TcpLayer> tcp_;
-  std::string ecn_ = "accept";  // StackOptions::ecn, for the TCP layer made on first use
-  const link::FaultInjector* faults_ = nullptr;
-  const link::AfXdpLink* xdp_ = nullptr;  // the link, when it is AF_XDP (for its program's counters)
+  std::unique_ptr<Stack> stack_;
+  const link::AfXdpLink* xdp_ = nullptr;  // the device, when it is AF_XDP (for its program's counters)
 };
 
-// "198.18.0.1/24" -> address and prefix length.
-std::optional<net::InterfaceAddress> parse_cidr(const std::string& s);
+using usnet::parse_cidr;
 
 // Subcommands.
 void add_ping(CLI::App& app, std::function<int()>& run);
