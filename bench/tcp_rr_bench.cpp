@@ -67,7 +67,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -98,6 +97,7 @@
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
+#include "usnet/stack.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/util/bytes.hpp"
 #include "veth_topology.hpp"
@@ -307,17 +307,6 @@ constexpr std::size_t kBufferSize = 2048;  // a power of two: AF_XDP UMEM chunks
 constexpr std::size_t kSegmentBytes = 64 * 1024;
 constexpr std::uint32_t kBuffers = 8192;
 
-// The pool buffer for a link URI: kBufferSize, or for a memif URI with
-// mtu=N the power of two that holds a frame of that MTU.
-std::size_t pool_buffer_for(const std::string& uri) {
-  const auto u = usnet::link::parse_link_uri(uri);
-  if (!u || u->scheme != "memif") return kBufferSize;
-  const std::string_view mtu = u->param("mtu", "");
-  if (mtu.empty()) return kBufferSize;
-  return std::max(kBufferSize, std::bit_ceil(std::size_t{usnet::link::memif_buffer_size_for(
-                                   static_cast<std::uint32_t>(std::stoul(std::string(mtu))))}));
-}
-
 enum class Workload : std::uint8_t { kRequestResponse, kBulk };
 
 // The TCP knobs the benchmarks use: no_delay for request/response (Nagle
@@ -367,7 +356,9 @@ struct UsnetStack {
 
 // The pool and the link (the link-rate benchmark stops there).
 std::string open_raw_link(UsnetStack& s, const std::string& uri) {
-  const std::size_t buffer_size = pool_buffer_for(uri);
+  // 2048 (kBufferSize), or for a memif URI with mtu=N a buffer that holds
+  // its frames: what a usnet::Stack would pick.
+  const std::size_t buffer_size = usnet::default_buffer_size(uri);
   // At least 16 buffers a segment (the pool has at most 4096 segments).
   const std::size_t segment_bytes = std::max(kSegmentBytes, 16 * buffer_size);
   const auto segments =
