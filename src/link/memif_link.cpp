@@ -167,7 +167,7 @@ struct MemifLink::Impl {
 
   Fd listener;  // server
   Fd control;   // the connection
-  Fd epoll;     // interrupt mode only
+  Fd epoll;     // wait_fd(): the control socket and the receive ring's eventfd
   State state = State::kIdle;
   Nanos handshake_deadline{0};
   std::uint32_t calls = 0;
@@ -717,6 +717,9 @@ struct MemifLink::Impl {
       } else {
         ring.head().store(tx_pos, std::memory_order_release);
       }
+      // Against a receiver that unmasks and then looks at the ring
+      // (arm_wakeup): publish, then read the flag, never the other way round.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       if ((ring.flags().load(std::memory_order_relaxed) & mp::kRingFlagMaskInterrupts) == 0) {
         if (!still_nonblocking(tx_efd())) {
           if (taken < frames.size()) ++counters.tx_full;
@@ -763,10 +766,8 @@ Expected<std::unique_ptr<MemifLink>, LinkError> MemifLink::create(const MemifCon
   impl->info.name = config.name.empty() ? "memif:" + config.socket_path : config.name;
   impl->info.mac = config.mac == wire::MacAddr{} ? made_up_mac() : config.mac;
   impl->info.mtu = config.mtu;
-  if (config.interrupts) {
-    impl->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
-    if (!impl->epoll.valid()) return unexpected(link_error(config, errno, "epoll_create1"));
-  }
+  impl->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!impl->epoll.valid()) return unexpected(link_error(config, errno, "epoll_create1"));
   if (config.role == MemifRole::kServer) {
     addr.sun_family = AF_UNIX;
     std::memcpy(addr.sun_path, config.socket_path.data(), config.socket_path.size());
@@ -815,6 +816,34 @@ std::size_t MemifLink::rx_burst(std::span<Frame> out, Nanos now) {
     n = m.rx(out);
   }
   return n;
+}
+
+bool MemifLink::arm_wakeup() {
+  Impl& m = *impl_;
+  // Not connected: the epoll fd wakes on the control socket.
+  if (m.state != State::kConnected) return true;
+  Ring& ring = m.rx_ring();
+  ring.flags().store(0, std::memory_order_relaxed);
+  // Unmask, then look at the ring (the peer publishes, then reads the flag):
+  // a frame published before the peer saw the flag unmasked is seen here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (m.still_nonblocking(m.rx_efd())) {
+    std::uint64_t v;
+    (void)!::read(m.rx_efd(), &v, sizeof v);  // a kick from before this sleep
+  }
+  const std::uint16_t limit =
+      m.is_server() ? ring.head().load(std::memory_order_acquire) : ring.tail().load(std::memory_order_acquire);
+  if (limit != m.rx_pos) {
+    disarm_wakeup();
+    return false;
+  }
+  return true;
+}
+
+void MemifLink::disarm_wakeup() {
+  Impl& m = *impl_;
+  if (m.state != State::kConnected || m.config.interrupts) return;
+  m.rx_ring().flags().store(mp::kRingFlagMaskInterrupts, std::memory_order_relaxed);
 }
 
 std::size_t MemifLink::tx_burst(std::span<const Frame> frames, Nanos now) {

@@ -181,7 +181,7 @@ TEST_F(MemifTest, HandshakeConnectsBothEnds) {
   EXPECT_EQ(client_->peer_name(), "usnet");
   EXPECT_EQ(server_->stats().connects, 1u);
   EXPECT_EQ(client_->stats().connects, 1u);
-  EXPECT_EQ(server_->wait_fd(), -1);  // polling mode
+  EXPECT_GE(server_->wait_fd(), 0);  // an epoll fd, quiet while polling (below)
 }
 
 TEST_F(MemifTest, ClientStartedBeforeServerConnectsLater) {
@@ -471,6 +471,49 @@ TEST_F(MemifTest, InterruptModeWakesTheReceiver) {
     EXPECT_EQ(take(to_owner, in), pattern(80, 5));
     EXPECT_EQ(to->rx_burst({&in, 1}, kNow), 0u);  // drains the eventfd
     EXPECT_EQ(::poll(&p, 1, 0), 0);
+  }
+}
+
+// Polling mode (the default): a frame sent while the receiver polls writes
+// no eventfd, so wait_fd() stays quiet; between arm_wakeup() and
+// disarm_wakeup() it wakes; arm_wakeup() says false when a frame is
+// already waiting.
+TEST_F(MemifTest, PollingModeWakesOnlyWhileArmed) {
+  make_server();
+  make_client();
+  ASSERT_TRUE(pump());
+  for (auto [from, from_owner, to, to_owner] :
+       {std::tuple{client_.get(), client_owner_, server_.get(), server_owner_},
+        std::tuple{server_.get(), server_owner_, client_.get(), client_owner_}}) {
+    pollfd p{to->wait_fd(), POLLIN, 0};
+    Frame in{};
+    // Not armed: a frame arrives without a wake-up.
+    Frame f = frame(from_owner, pattern(70, 1));
+    ASSERT_EQ(from->tx_burst({&f, 1}, kNow), 1u);
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+    // Armed with that frame waiting: false, no sleep.
+    EXPECT_FALSE(to->arm_wakeup());
+    ASSERT_EQ(to->rx_burst({&in, 1}, kNow), 1u);
+    EXPECT_EQ(take(to_owner, in), pattern(70, 1));
+    // Armed on an empty ring: the next frame wakes the fd.
+    EXPECT_TRUE(to->arm_wakeup());
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+    f = frame(from_owner, pattern(90, 2));
+    ASSERT_EQ(from->tx_burst({&f, 1}, kNow), 1u);
+    EXPECT_EQ(::poll(&p, 1, 1000), 1);
+    to->disarm_wakeup();
+    ASSERT_EQ(to->rx_burst({&in, 1}, kNow), 1u);
+    EXPECT_EQ(take(to_owner, in), pattern(90, 2));
+    // Disarmed again: quiet. (The eventfd's count is cleared by the next
+    // arm_wakeup(); the sleep that follows it starts quiet.)
+    f = frame(from_owner, pattern(60, 3));
+    ASSERT_EQ(from->tx_burst({&f, 1}, kNow), 1u);
+    EXPECT_FALSE(to->arm_wakeup());  // the frame is there
+    ASSERT_EQ(to->rx_burst({&in, 1}, kNow), 1u);
+    EXPECT_EQ(take(to_owner, in), pattern(60, 3));
+    EXPECT_TRUE(to->arm_wakeup());
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+    to->disarm_wakeup();
   }
 }
 

@@ -113,6 +113,14 @@ class Link {
   // for sleeping instead of spinning; -1 if the link has none.
   virtual int wait_fd() const noexcept = 0;
 
+  // Around a sleep on wait_fd(): arm_wakeup() asks the link to make the fd
+  // readable when a frame arrives (a link may keep its wake-ups off while
+  // the stack polls: memif then spares its peer an eventfd write per
+  // burst), and returns false when frames are already waiting (poll, do not
+  // sleep); disarm_wakeup() after the sleep turns them off again.
+  virtual bool arm_wakeup() { return true; }
+  virtual void disarm_wakeup() {}
+
   // The earliest time at which the link has work of its own (a delayed
   // frame to release), or Nanos::max() if none.
   virtual Nanos next_deadline() const noexcept { return Nanos::max(); }

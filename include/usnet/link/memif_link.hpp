@@ -32,9 +32,10 @@
 // against shrinking, so the client cannot make our accesses fault).
 //
 // Mode. usnet polls: the rings it receives on carry the "mask interrupts"
-// flag unless MemifConfig::interrupts is set, in which case wait_fd() is an
-// epoll fd that becomes readable on the receive ring's eventfd or a control
-// message. The control socket is serviced on every call while not
+// flag, so the peer writes no eventfd, except between arm_wakeup() and
+// disarm_wakeup() (a stack about to sleep), or always when
+// MemifConfig::interrupts is set. wait_fd() is an epoll fd that becomes
+// readable on the receive ring's eventfd or a control message. The control socket is serviced on every call while not
 // connected, and every kControlEvery calls (or by poll_control()) after.
 //
 // Copies. Frames received are copied from the ring buffers into pool buffers
@@ -138,6 +139,8 @@ class MemifLink final : public Link {
   std::size_t rx_burst(std::span<Frame> out, Nanos now) override;
   std::size_t tx_burst(std::span<const Frame> frames, Nanos now) override;
   int wait_fd() const noexcept override;
+  bool arm_wakeup() override;
+  void disarm_wakeup() override;
   const LinkCounters& counters() const noexcept override;
 
   // Services the control socket now: accepts, advances the handshake, sees

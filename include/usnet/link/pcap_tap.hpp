@@ -44,6 +44,8 @@ class PcapTap final : public Link {
   std::size_t rx_burst(std::span<Frame> out, Nanos now) override;
   std::size_t tx_burst(std::span<const Frame> frames, Nanos now) override;
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
+  bool arm_wakeup() override { return inner_->arm_wakeup(); }
+  void disarm_wakeup() override { inner_->disarm_wakeup(); }
   Nanos next_deadline() const noexcept override { return inner_->next_deadline(); }
   const LinkCounters& counters() const noexcept override { return inner_->counters(); }
   std::error_code steer(const SteerRule& rule, bool add) override { return inner_->steer(rule, add); }
