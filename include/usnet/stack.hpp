@@ -143,9 +143,14 @@ class Stack {
   // When poll() next has timer work; Nanos::max() if none.
   Nanos next_deadline() const noexcept;
   // An fd that becomes readable when the link has frames (or control
-  // work), for epoll/asio/libuv; -1 when the link has none (memif in
-  // polling mode): such a program must call poll() at least every ms.
+  // work), for epoll/asio/libuv; -1 when the link has none (the in-memory
+  // link): such a program must call poll() at least every ms. Around its
+  // own sleep on the fd a program calls arm_wakeup() (false: frames are
+  // waiting, poll instead of sleeping) and disarm_wakeup() after: a memif
+  // peer signals the fd only in between.
   int wait_fd() const noexcept { return link_->wait_fd(); }
+  bool arm_wakeup() { return link_->arm_wakeup(); }
+  void disarm_wakeup() { link_->disarm_wakeup(); }
   // Sleeps until wait_fd() is readable, `until`, or next_deadline(),
   // whichever is first (at most `max_sleep`; 1 ms when there is no fd).
   void wait(Nanos until, Nanos max_sleep = std::chrono::milliseconds(50));

@@ -226,8 +226,10 @@ void Stack::wait(Nanos until, Nanos max_sleep) {
   // wake on.
   auto ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(until - t).count());
   if (fd < 0) ms = std::min(ms, 1);
+  if (fd >= 0 && !link_->arm_wakeup()) return;  // frames already waiting
   pollfd p{fd, POLLIN, 0};
   const int r = ::poll(&p, fd < 0 ? 0 : 1, ms);
+  if (fd >= 0) link_->disarm_wakeup();
   ++loop_counters_.sleeps;
   if (r > 0) ++loop_counters_.wakeups_by_fd;
   loop_counters_.slept += now() - t;
