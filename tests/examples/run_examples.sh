@@ -47,5 +47,20 @@ kill -TERM "$echo_pid"
 wait "$echo_pid"; rc=$?
 [ $rc -eq 0 ] || fail "udp echo exited $rc"
 grep -q "^answered 500 datagrams" "$dir/echo.out" || fail "udp echo's count"
+# Idle: two echo servers joined by memif (one in each role), both in the
+# adaptive loop, nothing to do for 10 s. Each must use under 5% of a core:
+# together under 1 s of CPU time (the children's user + system time).
+cpu=$( (
+  "$bin/tcp_echo_server" "memif:$dir/idle.sock?role=server" 198.18.0.1/24 7000 10 >"$dir/idle1.out" 2>&1 &
+  "$bin/tcp_echo_server" "memif:$dir/idle.sock" 198.18.0.2/24 7000 10 >"$dir/idle2.out" 2>&1 &
+  wait
+  times >"$dir/times.out"  # not in a pipe: a pipe's subshell has no children
+  tail -1 "$dir/times.out"
+))
+secs=$(echo "$cpu" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); n += t[1] * 60 + t[2] } print n }')
+echo "idle adaptive stacks, 2 x 10 s: $secs s of CPU ($cpu)"
+awk -v s="$secs" 'BEGIN { exit !(s < 1.0) }' || fail "idle stacks used $secs s of CPU in 2 x 10 s (5% would be 1 s)"
+grep -q "^echoed 0 bytes on 0 connections" "$dir/idle1.out" || fail "idle server 1"
+grep -q "^echoed 0 bytes on 0 connections" "$dir/idle2.out" || fail "idle server 2"
 cat "$dir/client.out" "$dir/ping.out"
 echo "examples: all passed"
