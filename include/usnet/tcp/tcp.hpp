@@ -283,6 +283,13 @@ class TcpLayer : private SegmentSink {
   const TcpCounters& counters() const noexcept { return counters_; }
   // Connections in the layer (any state but the freed).
   std::size_t connection_count() const noexcept { return live_; }
+  // Calls `f` for every live connection (for statistics), in slot order.
+  template <typename F>
+  void for_each_connection(F&& f) const {
+    for (const Slot& s : slots_) {
+      if (s.conn) f(*s.conn);
+    }
+  }
   // Buffer memory the connections now commit (see max_buffer_memory).
   std::size_t buffer_memory_committed() const noexcept { return buffer_committed_; }
   // Connections that still have data or a FIN of ours to deliver (or, not
