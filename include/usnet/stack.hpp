@@ -40,6 +40,7 @@
 #include "usnet/mem/arena.hpp"
 #include "usnet/mem/pool.hpp"
 #include "usnet/net/interface.hpp"
+#include "usnet/stats.hpp"
 #include "usnet/tcp/tcp.hpp"
 #include "usnet/udp/udp.hpp"
 #include "usnet/util/expected.hpp"
@@ -85,6 +86,10 @@ struct StackConfig {
   // (drop, corrupt, duplicate, reorder) on received and sent frames.
   std::string pcap;
   link::FaultConfig rx_faults{}, tx_faults{};
+
+  // The statistics region `usnet stat` reads (usnet/stats.hpp): republished
+  // this often from poll(); 0: none.
+  Nanos stats_interval = std::chrono::seconds(1);
 
   static tcp::TcpConfig default_tcp();
   static udp::UdpConfig default_udp();
@@ -167,6 +172,11 @@ class Stack {
 
   // Every layer's counters as text (netstat -s style).
   std::string format_counters() const;
+  // What the statistics region holds: "key value" lines (pool, link,
+  // connections), "--", then format_counters().
+  std::string format_stats() const;
+  // The statistics region's file, empty when there is none.
+  std::string stats_path() const { return stats_ ? stats_->path() : std::string(); }
   // Buffers the stack holds now.
   std::size_t buffers_in_use() const noexcept { return pool_->in_use(owner_); }
 
@@ -184,6 +194,8 @@ class Stack {
   std::unique_ptr<tcp::TcpLayer> tcp_;
   LoopCounters loop_counters_;
   Nanos last_work_{0};
+  std::optional<StatsWriter> stats_;
+  Nanos next_stats_ = Nanos::max();
 };
 
 // "198.18.0.1/24" -> address and prefix length (no "/LEN": /32).

@@ -184,6 +184,15 @@ Expected<std::unique_ptr<Stack>, StackError> Stack::create(const StackConfig& co
   auto tcp = tcp::TcpLayer::create(*s->iface_, *s->pool_, s->owner_, c.tcp);
   if (!tcp) return fail(tcp.error().value(), "tcp: " + tcp.error().message());
   s->tcp_ = std::move(*tcp);
+  if (c.stats_interval > Nanos{0}) {
+    auto w = StatsWriter::create(c.name);
+    if (!w) {
+      return fail(w.error().value(), std::string("statistics region in ") + kStatsDir + ": " +
+                                         w.error().message() + " (stats_interval = 0 publishes none)");
+    }
+    s->stats_.emplace(std::move(*w));
+    s->next_stats_ = Nanos{0};  // at the first poll
+  }
   s->last_work_ = now();  // an adaptive loop spins for its `spin` from the start too
   return s;
 }
@@ -194,6 +203,8 @@ Stack::~Stack() {
 }
 
 std::size_t Stack::shutdown() {
+  stats_.reset();  // the region goes first: nothing is left to read
+  next_stats_ = Nanos::max();
   // Top down: each layer gives its buffers back before the one below goes.
   tcp_.reset();
   udp_.reset();
@@ -210,11 +221,15 @@ bool Stack::poll(Nanos t) {
     tcp_->poll_timers(t);
     work = true;
   }
+  if (t >= next_stats_) {
+    stats_->publish(format_stats(), t);
+    next_stats_ = t + config_.stats_interval;
+  }
   return work;
 }
 
 Nanos Stack::next_deadline() const noexcept {
-  return std::min(iface_->next_deadline(), tcp_->next_deadline());
+  return std::min({iface_->next_deadline(), tcp_->next_deadline(), next_stats_});
 }
 
 void Stack::wait(Nanos until, Nanos max_sleep) {
@@ -246,6 +261,39 @@ bool Stack::run_once(const LoopConfig& loop) {
     wait(Nanos::max(), loop.max_sleep);
   }
   return work;
+}
+
+std::string Stack::format_stats() const {
+  std::string out;
+  const auto line = [&out](std::string_view key, const std::string& value) {
+    out += key;
+    out += ' ';
+    out += value;
+    out += '\n';
+  };
+  line("pool.buffers", std::to_string(config_.buffers));
+  line("pool.buffer_size", std::to_string(config_.buffer_size));
+  line("pool.in_use", std::to_string(pool_->in_use(owner_)));
+  line("link", link_->info().name);
+  line("link.mtu", std::to_string(iface_->mtu()));
+  line("tcp.connections", std::to_string(tcp_->connection_count()));
+  constexpr std::size_t kMaxListed = 1000;
+  std::size_t listed = 0;
+  tcp_->for_each_connection([&](const tcp::Connection& c) {
+    if (listed++ >= kMaxListed) return;
+    const auto& e = c.endpoints();
+    const auto& k = c.counters();
+    line("conn", e.local_addr.to_string() + ":" + std::to_string(e.local_port) + " " +
+                     e.remote_addr.to_string() + ":" + std::to_string(e.remote_port) + " " +
+                     tcp::to_string(c.state()) + " rx=" + std::to_string(k.bytes_in) + " tx=" +
+                     std::to_string(k.bytes_out) + " retrans=" + std::to_string(k.retransmits) + " srtt_us=" +
+                     std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(c.srtt()).count()) +
+                     " unread=" + std::to_string(c.readable()));
+  });
+  if (listed > kMaxListed) line("conn.not_listed", std::to_string(listed - kMaxListed));
+  out += "--\n";
+  out += format_counters();
+  return out;
 }
 
 std::string Stack::format_counters() const {

@@ -1,0 +1,118 @@
+// The statistics region: what a writer publishes a reader reads back, and a
+// reader refuses a malformed region with a reason instead of trusting it.
+#include "usnet/stats.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+namespace usnet {
+namespace {
+
+std::vector<std::byte> file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<char> c((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> b(c.size());
+  std::memcpy(b.data(), c.data(), c.size());
+  return b;
+}
+
+TEST(Stats, WhatIsPublishedIsRead) {
+  auto w = StatsWriter::create("unit-test");
+  ASSERT_TRUE(w) << w.error().message();
+  const std::string path = w->path();
+  EXPECT_TRUE(path.starts_with(std::string(kStatsDir) + "/" + kStatsPrefix + std::to_string(getpid()) + "."));
+  // Before the first publish: an empty text.
+  auto s = read_stats(path);
+  ASSERT_TRUE(s) << s.error();
+  EXPECT_EQ(s->text, "");
+  w->publish("pool.in_use 3\nconn a b ESTABLISHED\nlink memif:/x\n--\nNet:\n    1 frames\n", link::Nanos(42));
+  s = read_stats(path);
+  ASSERT_TRUE(s) << s.error();
+  EXPECT_EQ(s->pid, static_cast<std::uint32_t>(getpid()));
+  EXPECT_EQ(s->name, "unit-test");
+  EXPECT_EQ(s->updated, link::Nanos(42));
+  EXPECT_TRUE(s->process_alive);
+  const auto v = stats_values(*s);
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[0], (std::pair<std::string, std::string>{"pool.in_use", "3"}));
+  EXPECT_EQ(v[1], (std::pair<std::string, std::string>{"conn", "a b ESTABLISHED"}));
+  EXPECT_EQ(v[2].first, "link");
+  // A second writer in this process gets the next file; both are listed.
+  auto w2 = StatsWriter::create("second");
+  ASSERT_TRUE(w2);
+  EXPECT_NE(w2->path(), path);
+  const auto files = list_stats_files();
+  EXPECT_NE(std::find(files.begin(), files.end(), path), files.end());
+  EXPECT_NE(std::find(files.begin(), files.end(), w2->path()), files.end());
+  // Text past the capacity is cut at a line's end.
+  std::string big;
+  while (big.size() < kStatsRegionBytes) big += "k 0123456789\n";
+  w->publish(big, link::Nanos(1));
+  s = read_stats(path);
+  ASSERT_TRUE(s);
+  EXPECT_LE(s->text.size(), kStatsRegionBytes - kStatsHeaderBytes);
+  EXPECT_EQ(s->text.back(), '\n');
+  // Gone with its writer.
+  w = unexpected(std::error_code());
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(Stats, MalformedRegionsAreRefusedWithAReason) {
+  auto w = StatsWriter::create("hostile");
+  ASSERT_TRUE(w);
+  w->publish("a 1\n", link::Nanos(5));
+  const auto good = file_bytes(w->path());
+  ASSERT_TRUE(parse_stats(good));
+  const auto why_of = [](std::vector<std::byte> b) {
+    std::string why;
+    auto s = parse_stats(b, &why);
+    EXPECT_FALSE(s);
+    return s ? std::string("(parsed)") : why;
+  };
+  auto b = good;
+  EXPECT_EQ(why_of(std::vector<std::byte>(good.begin(), good.begin() + 63)), "shorter than its header");
+  b[0] = std::byte{'X'};
+  EXPECT_EQ(why_of(b), "not a usnet statistics region (bad magic)");
+  b = good;
+  b[8] = std::byte{2};
+  EXPECT_EQ(why_of(b), "unknown version");
+  b = good;
+  b[12] = std::byte{65};
+  EXPECT_EQ(why_of(b), "bad header size");
+  b = good;
+  const std::uint32_t huge = 0xffffffffu;
+  std::memcpy(b.data() + 16, &huge, 4);
+  EXPECT_EQ(why_of(b), "text capacity past the end of the region");
+  b = good;
+  std::memcpy(b.data() + 40, &huge, 4);
+  EXPECT_EQ(why_of(b), "text length past its capacity");
+  // Mid-write (odd sequence): try again, not an error about the format.
+  b = good;
+  b[24] = static_cast<std::byte>(static_cast<unsigned>(b[24]) | 1u);
+  EXPECT_EQ(parse_stats(b).error(), std::errc::resource_unavailable_try_again);
+  // Control bytes and a terminal escape in the text are shown as '?'.
+  b = good;
+  b[64] = std::byte{0x1b};
+  auto s = parse_stats(b);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->text, "? 1\n");
+
+  // Through read_stats: a file that is not a region says so, with its path.
+  const std::string junk = std::string(kStatsDir) + "/" + kStatsPrefix + "junk-" + std::to_string(getpid());
+  std::ofstream(junk) << "not a region at all, but long enough to hold a header of sixty-four bytes......";
+  auto r = read_stats(junk);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), junk + ": not a usnet statistics region (bad magic)");
+  std::filesystem::remove(junk);
+  r = read_stats(junk);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().find("No such file"), std::string::npos) << r.error();
+}
+
+}  // namespace
+}  // namespace usnet
