@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   usnet::tool::add_up(app, run);
   usnet::tool::add_udp_echo(app, run);
   usnet::tool::add_http(app, run);
+  usnet::tool::add_stat(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -91,5 +91,6 @@ void add_ping(CLI::App& app, std::function<int()>& run);
 void add_up(CLI::App& app, std::function<int()>& run);
 void add_udp_echo(CLI::App& app, std::function<int()>& run);
 void add_http(CLI::App& app, std::function<int()>& run);
+void add_stat(CLI::App& app, std::function<int()>& run);
 
 }  // namespace usnet::tool
