@@ -4,8 +4,9 @@
 // netstat -s and ss do for the kernel.
 //
 // File: /dev/shm/usnet-stats.PID.N (N: the process's Nth stack), mode 0644,
-// removed when the stack goes (a crashed process leaves it behind; readers
-// see its pid is gone and say so, the next stack of that pid replaces it).
+// removed when the stack goes. A killed process leaves it behind: readers
+// see its pid is gone and say so, and the next stack made on the machine
+// removes every region whose process is gone.
 //
 // Layout (host byte order, version 1):
 //   0   magic "USNETST1"          (8 bytes)

@@ -52,6 +52,11 @@ std::error_code errno_code() { return {errno, std::generic_category()}; }
 
 Expected<StatsWriter, std::error_code> StatsWriter::create(std::string_view name) {
   const auto pid = static_cast<std::uint32_t>(::getpid());
+  // Regions left by processes that are gone (killed, crashed) are removed
+  // here, so they do not pile up.
+  for (const auto& f : list_stats_files()) {
+    if (auto old = read_stats(f); old && !old->process_alive) ::unlink(f.c_str());
+  }
   for (int n = 0; n < 1000; ++n) {
     const std::string path =
         std::string(kStatsDir) + "/" + kStatsPrefix + std::to_string(pid) + "." + std::to_string(n);

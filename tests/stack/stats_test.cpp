@@ -114,5 +114,28 @@ TEST(Stats, MalformedRegionsAreRefusedWithAReason) {
   EXPECT_NE(r.error().find("No such file"), std::string::npos) << r.error();
 }
 
+// A region whose process is gone (killed before it could remove it) is
+// shown as gone, and removed by the next writer made.
+TEST(Stats, RegionsOfGoneProcessesAreSweptAway) {
+  std::string stale;
+  {
+    auto w = StatsWriter::create("doomed");
+    ASSERT_TRUE(w);
+    w->publish("a 1\n", link::Nanos(1));
+    auto bytes = file_bytes(w->path());
+    const std::uint32_t gone_pid = 0x7ffffff0;  // above pid_max: no such process
+    std::memcpy(bytes.data() + 20, &gone_pid, 4);
+    stale = std::string(kStatsDir) + "/" + kStatsPrefix + std::to_string(gone_pid) + ".0";
+    std::ofstream(stale, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto r = read_stats(stale);
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_FALSE(r->process_alive);
+  auto w = StatsWriter::create("sweeper");
+  ASSERT_TRUE(w);
+  EXPECT_FALSE(std::filesystem::exists(stale));
+}
+
 }  // namespace
 }  // namespace usnet
