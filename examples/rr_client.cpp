@@ -4,6 +4,7 @@
 //
 //   rr_client 'memif:/tmp/echo.sock' 198.18.0.2/24 198.18.0.1:7000 [COUNT]
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,11 @@
 #include <vector>
 
 #include "usnet/stack.hpp"
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 4 || argc > 5) {
@@ -35,6 +41,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   usnet::Stack& s = **stack;
+  std::signal(SIGINT, on_signal);  // Ctrl-C: stop, report what was measured, clean up
+  std::signal(SIGTERM, on_signal);
   const usnet::LoopConfig busy{usnet::LoopMode::kBusy};  // latency first
   std::vector<double> rtt_us;
   std::string failure;
@@ -47,7 +55,7 @@ int main(int argc, char** argv) {
     stream->set_no_delay(true, usnet::Stack::now());
     std::array<std::byte, 64> request{}, answer{};
     const auto deadline = usnet::Stack::now() + std::chrono::seconds(10) + std::chrono::milliseconds(count);
-    for (long i = 0; i < count && failure.empty(); ++i) {
+    for (long i = 0; i < count && failure.empty() && !g_stop; ++i) {
       std::memcpy(request.data(), &i, sizeof i);
       const auto start = usnet::Stack::now();
       std::size_t sent = 0, got = 0;
@@ -55,6 +63,7 @@ int main(int argc, char** argv) {
         s.run_once(busy);
         const auto now = usnet::Stack::now();
         if (now > deadline) failure = "no answer in time";
+        if (g_stop) failure = "interrupted";
         if (auto e = stream->connection().error()) failure = e.message();
         if (!failure.empty()) break;
         if (sent < request.size()) {

@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   usnet::Stack& s = **stack;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
   const usnet::LoopConfig busy{usnet::LoopMode::kBusy};
   std::vector<double> rtt_us;
   long lost = 0;
@@ -87,7 +89,7 @@ int main(int argc, char** argv) {
     auto sock = s.udp().open();
     const usnet::udp::Endpoint to{*addr, static_cast<std::uint16_t>(port)};
     std::array<std::byte, 64> ping{}, pong{};
-    for (long i = 0; i < count; ++i) {
+    for (long i = 0; i < count && !g_stop; ++i) {
       std::memcpy(ping.data(), &i, sizeof i);
       const auto start = usnet::Stack::now();
       bool answered = false;
@@ -109,7 +111,8 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("%ld sent, %zu answered, %ld lost", count, rtt_us.size(), lost);
+  const long sent = static_cast<long>(rtt_us.size()) + lost;
+  std::printf("%ld sent, %zu answered, %ld lost", sent, rtt_us.size(), lost);
   if (!rtt_us.empty()) {
     std::sort(rtt_us.begin(), rtt_us.end());
     std::printf(": p50 %.2f us, p99 %.2f us, max %.2f us", rtt_us[rtt_us.size() / 2],
