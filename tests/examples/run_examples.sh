@@ -83,5 +83,27 @@ done
 wait "$idle1" "$idle2"
 grep -q "^echoed 0 bytes on 0 connections" "$dir/idle1.out" || fail "idle server 1"
 grep -q "^echoed 0 bytes on 0 connections" "$dir/idle2.out" || fail "idle server 2"
+# Ctrl-C: `usnet up` and `usnet stat -i` stop cleanly on SIGINT (exit 0),
+# and the stack's statistics region goes with it.
+if [ -n "$usnet" ]; then
+  "$usnet" up --link "memif:$dir/up.sock?role=server" --addr 198.18.0.1/24 >"$dir/up.out" 2>&1 &
+  up=$!
+  pids+=("$up")
+  for _ in $(seq 100); do [ -e /dev/shm/usnet-stats.$up.0 ] && break; sleep 0.05; done
+  [ -e /dev/shm/usnet-stats.$up.0 ] || fail "usnet up published no statistics region"
+  "$usnet" stat "$up" -i 0.1 >"$dir/stat-loop.out" 2>&1 &
+  watcher=$!
+  pids+=("$watcher")
+  sleep 0.5
+  kill -INT "$watcher"
+  wait "$watcher"; rc=$?
+  [ $rc -eq 0 ] || fail "usnet stat -i exited $rc on SIGINT"
+  [ "$(grep -c "^usnet stack 'usnet-tool', process $up" "$dir/stat-loop.out")" -ge 2 ] || fail "stat -i printed once"
+  kill -INT "$up"
+  wait "$up"; rc=$?
+  [ $rc -eq 0 ] || fail "usnet up exited $rc on SIGINT"
+  grep -q "arp announcements sent" "$dir/up.out" || fail "usnet up printed no counters"
+  [ ! -e /dev/shm/usnet-stats.$up.0 ] || fail "usnet up left its statistics region behind"
+fi
 cat "$dir/client.out" "$dir/ping.out"
 echo "examples: all passed"
