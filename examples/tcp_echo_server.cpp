@@ -1,7 +1,10 @@
 // A TCP echo server on usnet: accepts connections on PORT and sends back
 // every byte it receives, until SECONDS have passed or SIGINT/SIGTERM.
 //
-//   tcp_echo_server 'memif:/tmp/echo.sock?role=server' 198.18.0.1/24 7000 [SECONDS]
+//   tcp_echo_server 'memif:/tmp/echo.sock?role=server' 198.18.0.1/24 7000 [SECONDS [busy]]
+//
+// The loop is adaptive (spin briefly after traffic, then sleep), or with
+// "busy" it never sleeps.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -16,16 +19,17 @@ void on_signal(int) { g_stop = 1; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4 || argc > 5) {
-    std::fprintf(stderr, "usage: %s LINK ADDR/LEN PORT [SECONDS]\n", argv[0]);
+  if (argc < 4 || argc > 6 || (argc == 6 && std::string(argv[5]) != "busy")) {
+    std::fprintf(stderr, "usage: %s LINK ADDR/LEN PORT [SECONDS [busy]]\n", argv[0]);
     return 2;
   }
   const int port = std::atoi(argv[3]);
-  const double seconds = argc == 5 ? std::atof(argv[4]) : 1e9;
+  const double seconds = argc >= 5 ? std::atof(argv[4]) : 1e9;
   if (port <= 0 || port > 65535 || seconds <= 0) {
     std::fprintf(stderr, "%s: PORT must be 1..65535 and SECONDS positive\n", argv[0]);
     return 2;
   }
+  const usnet::LoopConfig loop{argc == 6 ? usnet::LoopMode::kBusy : usnet::LoopMode::kAdaptive};
   usnet::StackConfig config;
   config.link = argv[1];
   config.addresses = {argv[2]};
@@ -51,7 +55,7 @@ int main(int argc, char** argv) {
     const auto end = usnet::Stack::now() +
                      std::chrono::duration_cast<usnet::Nanos>(std::chrono::duration<double>(seconds));
     while (!g_stop && usnet::Stack::now() < end) {
-      s.run_once();  // adaptive: spins briefly after traffic, then sleeps
+      s.run_once(loop);
       const auto now = usnet::Stack::now();
       while (auto st = listener->accept()) {
         st->set_no_delay(true, now);
