@@ -827,12 +827,13 @@ bool MemifLink::arm_wakeup() {
   // Unmask, then look at the ring (the peer publishes, then reads the flag):
   // a frame published before the peer saw the flag unmasked is seen here.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (m.still_nonblocking(m.rx_efd())) {
-    std::uint64_t v;
-    (void)!::read(m.rx_efd(), &v, sizeof v);  // a kick from before this sleep
-  }
-  const std::uint16_t limit =
-      m.is_server() ? ring.head().load(std::memory_order_acquire) : ring.tail().load(std::memory_order_acquire);
+  // A peer that made the eventfd blocking is dropped (still_nonblocking),
+  // which takes the rings away: nothing more to look at then.
+  if (!m.still_nonblocking(m.rx_efd())) return true;
+  std::uint64_t v;
+  (void)!::read(m.rx_efd(), &v, sizeof v);  // a kick from before this sleep
+  const std::uint16_t limit = m.is_server() ? ring.head().load(std::memory_order_acquire)
+                                            : ring.tail().load(std::memory_order_acquire);
   if (limit != m.rx_pos) {
     disarm_wakeup();
     return false;

@@ -728,6 +728,19 @@ TEST_F(MemifHostileTest, FullHandshakeThenFramesFromARawClient) {
   EXPECT_EQ(tail, 1);
 }
 
+// A peer that makes the shared eventfd blocking is dropped, also when that
+// is found while arming the wake-up (no ring is read after the drop).
+TEST_F(MemifHostileTest, BlockingEventfdFoundWhileArmingDisconnects) {
+  make_server();
+  RawClient c(dir_.sock());
+  handshake(c);
+  ASSERT_TRUE(server_->connected());
+  ASSERT_EQ(::fcntl(c.efd(), F_SETFL, 0), 0);
+  EXPECT_TRUE(server_->arm_wakeup());
+  EXPECT_FALSE(server_->connected());
+  server_->disarm_wakeup();  // harmless once disconnected
+}
+
 TEST_F(MemifHostileTest, MessageBeforeInitIsRefused) {
   make_server();
   RawClient c(dir_.sock());
