@@ -67,6 +67,7 @@ class StatsWriter {
 
  private:
   StatsWriter() = default;
+  void reset() noexcept;
   std::string path_;
   std::byte* base_ = nullptr;
 };

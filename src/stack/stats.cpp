@@ -53,70 +53,70 @@ std::error_code errno_code() { return {errno, std::generic_category()}; }
 Expected<StatsWriter, std::error_code> StatsWriter::create(std::string_view name) {
   const auto pid = static_cast<std::uint32_t>(::getpid());
   // Regions left by processes that are gone (killed, crashed) are removed
-  // here, so they do not pile up.
+  // here, so they do not pile up. A region is only ever visible complete
+  // (made under a temporary name, then linked into place), so a pid read
+  // from it is the writer's.
   for (const auto& f : list_stats_files()) {
-    if (auto old = read_stats(f); old && !old->process_alive) ::unlink(f.c_str());
+    if (auto old = read_stats(f); old && old->pid != 0 && !old->process_alive) ::unlink(f.c_str());
   }
+  static std::atomic<std::uint32_t> made{0};
+  const std::string tmp = std::string(kStatsDir) + "/.usnet-stats-tmp." + std::to_string(pid) + "." +
+                          std::to_string(made.fetch_add(1, std::memory_order_relaxed));
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return unexpected(errno_code());
+  void* p = MAP_FAILED;
+  if (::ftruncate(fd, static_cast<off_t>(kStatsRegionBytes)) == 0) {
+    p = ::mmap(nullptr, kStatsRegionBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  const auto ec = errno_code();
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    ::unlink(tmp.c_str());
+    return unexpected(ec);
+  }
+  StatsWriter w;
+  w.base_ = static_cast<std::byte*>(p);
+  std::memcpy(w.base_, kMagic, sizeof kMagic);
+  store<std::uint32_t>(w.base_, kOffVersion, kVersion);
+  store<std::uint32_t>(w.base_, kOffHeaderBytes, kStatsHeaderBytes);
+  store<std::uint32_t>(w.base_, kOffCapacity, static_cast<std::uint32_t>(kCapacity));
+  store<std::uint32_t>(w.base_, kOffPid, pid);
+  std::memcpy(w.base_ + kOffName, name.data(), std::min(name.size(), kNameBytes));
+  // The first free name: link() fails with EEXIST on a taken one, so two
+  // stacks (threads or processes) never share or replace a region.
   for (int n = 0; n < 1000; ++n) {
     const std::string path =
         std::string(kStatsDir) + "/" + kStatsPrefix + std::to_string(pid) + "." + std::to_string(n);
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0 && errno == EEXIST) {
-      // Ours from a stack still alive in this process, or left by an
-      // earlier process with this pid (it crashed): replace only the latter.
-      auto old = read_stats(path);
-      if (old && old->pid == pid) continue;  // in use by another stack here
-      if (!old && n < 999) {
-        // Unreadable: a crash mid-create, or a file we did not write.
-        ::unlink(path.c_str());
-        fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-      }
+    if (::link(tmp.c_str(), path.c_str()) == 0) {
+      ::unlink(tmp.c_str());
+      w.path_ = path;
+      return w;
     }
-    if (fd < 0) {
-      if (errno == EEXIST) continue;
-      return unexpected(errno_code());
+    if (errno != EEXIST) {
+      const auto e = errno_code();
+      ::unlink(tmp.c_str());
+      return unexpected(e);
     }
-    if (::ftruncate(fd, static_cast<off_t>(kStatsRegionBytes)) != 0) {
-      const auto ec = errno_code();
-      ::close(fd);
-      ::unlink(path.c_str());
-      return unexpected(ec);
-    }
-    void* p = ::mmap(nullptr, kStatsRegionBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    const auto ec = errno_code();
-    ::close(fd);
-    if (p == MAP_FAILED) {
-      ::unlink(path.c_str());
-      return unexpected(ec);
-    }
-    StatsWriter w;
-    w.path_ = path;
-    w.base_ = static_cast<std::byte*>(p);
-    std::memcpy(w.base_, kMagic, sizeof kMagic);
-    store<std::uint32_t>(w.base_, kOffVersion, kVersion);
-    store<std::uint32_t>(w.base_, kOffHeaderBytes, kStatsHeaderBytes);
-    store<std::uint32_t>(w.base_, kOffCapacity, static_cast<std::uint32_t>(kCapacity));
-    store<std::uint32_t>(w.base_, kOffPid, pid);
-    const std::size_t nlen = std::min(name.size(), kNameBytes);
-    std::memcpy(w.base_ + kOffName, name.data(), nlen);
-    return w;
   }
+  ::unlink(tmp.c_str());
   return unexpected(std::make_error_code(std::errc::file_exists));
 }
 
-StatsWriter::StatsWriter(StatsWriter&& o) noexcept { *this = std::move(o); }
+StatsWriter::StatsWriter(StatsWriter&& o) noexcept
+    : path_(std::exchange(o.path_, std::string())), base_(std::exchange(o.base_, nullptr)) {}
 
 StatsWriter& StatsWriter::operator=(StatsWriter&& o) noexcept {
   if (this != &o) {
-    this->~StatsWriter();
-    path_ = std::move(o.path_);
+    reset();
+    path_ = std::exchange(o.path_, std::string());
     base_ = std::exchange(o.base_, nullptr);
-    o.path_.clear();
   }
   return *this;
 }
 
-StatsWriter::~StatsWriter() {
+StatsWriter::~StatsWriter() { reset(); }
+
+void StatsWriter::reset() noexcept {
   if (base_ != nullptr) ::munmap(base_, kStatsRegionBytes);
   base_ = nullptr;
   if (!path_.empty()) ::unlink(path_.c_str());
@@ -172,7 +172,8 @@ Expected<StatsSnapshot, std::error_code> parse_stats(std::span<const std::byte> 
 }
 
 Expected<StatsSnapshot, std::string> read_stats(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO planted under a region's name must not hang us.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return unexpected(path + ": " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -180,7 +181,7 @@ Expected<StatsSnapshot, std::string> read_stats(const std::string& path) {
     return unexpected(path + ": not a regular file");
   }
   const auto size = static_cast<std::size_t>(st.st_size);
-  if (size < kStatsHeaderBytes || size > 64 * kStatsRegionBytes) {
+  if (size != kStatsRegionBytes) {
     ::close(fd);
     return unexpected(path + ": " + std::to_string(size) + " bytes is not the size of a statistics region");
   }
