@@ -177,6 +177,9 @@ class Stack {
   std::string format_stats() const;
   // The statistics region's file, empty when there is none.
   std::string stats_path() const { return stats_ ? stats_->path() : std::string(); }
+  // Why there is no statistics region although stats_interval asked for one
+  // (it could not be created: the stack works without it); empty otherwise.
+  const std::string& stats_error() const noexcept { return stats_error_; }
   // Buffers the stack holds now.
   std::size_t buffers_in_use() const noexcept { return pool_->in_use(owner_); }
 
@@ -195,6 +198,7 @@ class Stack {
   LoopCounters loop_counters_;
   Nanos last_work_{0};
   std::optional<StatsWriter> stats_;
+  std::string stats_error_;
   Nanos next_stats_ = Nanos::max();
 };
 

@@ -185,13 +185,14 @@ Expected<std::unique_ptr<Stack>, StackError> Stack::create(const StackConfig& co
   if (!tcp) return fail(tcp.error().value(), "tcp: " + tcp.error().message());
   s->tcp_ = std::move(*tcp);
   if (c.stats_interval > Nanos{0}) {
+    // Without it the stack still works; the reason is kept for the user.
     auto w = StatsWriter::create(c.name);
-    if (!w) {
-      return fail(w.error().value(), std::string("statistics region in ") + kStatsDir + ": " +
-                                         w.error().message() + " (stats_interval = 0 publishes none)");
+    if (w) {
+      s->stats_.emplace(std::move(*w));
+      s->next_stats_ = Nanos{0};  // at the first poll
+    } else {
+      s->stats_error_ = std::string("no statistics region in ") + kStatsDir + ": " + w.error().message();
     }
-    s->stats_.emplace(std::move(*w));
-    s->next_stats_ = Nanos{0};  // at the first poll
   }
   s->last_work_ = now();  // an adaptive loop spins for its `spin` from the start too
   return s;

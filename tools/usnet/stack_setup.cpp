@@ -115,6 +115,8 @@ Expected<std::unique_ptr<ToolStack>, std::string> ToolStack::open(const StackOpt
     }
   }
   if (const auto* f = s->stack_->faults()) fmt::print("fault injection: {}\n", f->describe());
+  if (!s->stack_->stats_error().empty())
+    fmt::print(stderr, "usnet: warning: {} (usnet stat cannot see this stack)\n", s->stack_->stats_error());
   return s;
 }
 
