@@ -97,6 +97,10 @@ int run_stat(const StatOptions& opt) {
   install_stop_signals();
   for (int i = 0;; ++i) {
     auto s = read_stats(*path);
+    if (!s && i > 0 && ::access(path->c_str(), F_OK) != 0) {
+      fmt::print("\nusnet stat: the stack has closed (its region is gone)\n");
+      return 0;
+    }
     if (!s) {
       fmt::print(stderr, "usnet stat: {}\n", s.error());
       return 1;
