@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
     const auto end = usnet::Stack::now() + std::chrono::milliseconds(200);
     while (usnet::Stack::now() < end && s.buffers_in_use() > 0) s.run_once(busy);
   }
+  if (failure.empty() && rtt_us.empty()) failure = "interrupted";
   if (!failure.empty()) {
     std::fprintf(stderr, "%s: round trip %zu: %s\n", argv[0], rtt_us.size(), failure.c_str());
     return 1;

@@ -1,7 +1,7 @@
 // UDP ping on usnet: "echo PORT" answers every datagram with itself;
 // "ping SERVER:PORT COUNT" sends COUNT datagrams one at a time and prints
 // the round-trip times and the losses (a datagram unanswered for 100 ms is
-// lost).
+// lost; the first may take 2 s, while the link comes up).
 //
 //   udp_pinger 'memif:/tmp/ping.sock?role=server' 198.18.0.1/24 echo 5000 [SECONDS]
 //   udp_pinger 'memif:/tmp/ping.sock' 198.18.0.2/24 ping 198.18.0.1:5000 1000
@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s: send: %s\n", argv[0], e.message().c_str());
         return 1;
       }
-      while (!answered && usnet::Stack::now() - start < std::chrono::milliseconds(100)) {
+      // The first ping also waits for the link to come up and ARP.
+      const auto patience = std::chrono::milliseconds(i == 0 ? 2000 : 100);
+      while (!answered && usnet::Stack::now() - start < patience) {
         s.run_once(busy);
         while (auto r = sock->recv_from(pong)) {
           if (r->copied == pong.size() && std::memcmp(ping.data(), pong.data(), pong.size()) == 0)

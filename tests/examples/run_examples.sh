@@ -80,21 +80,25 @@ for p in $idle1 $idle2; do
   echo "idle adaptive stack $p: $c s of CPU in 9 s"
   awk -v c="$c" 'BEGIN { exit !(c < 0.45) }' || fail "idle stack $p used $c s of CPU in 9 s (5% is 0.45 s)"
 done
-wait "$idle1" "$idle2"
+wait "$idle1" || fail "idle server 1 exited $?"
+wait "$idle2" || fail "idle server 2 exited $?"
 grep -q "^echoed 0 bytes on 0 connections" "$dir/idle1.out" || fail "idle server 1"
 grep -q "^echoed 0 bytes on 0 connections" "$dir/idle2.out" || fail "idle server 2"
 # Ctrl-C: `usnet up` and `usnet stat -i` stop cleanly on SIGINT (exit 0),
 # and the stack's statistics region goes with it.
 if [ -n "$usnet" ]; then
-  "$usnet" up --link "memif:$dir/up.sock?role=server" --addr 198.18.0.1/24 >"$dir/up.out" 2>&1 &
+  "$usnet" up --link "memif:$dir/up.sock?role=server" --addr 198.18.0.1/24 --duration 30 >"$dir/up.out" 2>&1 &
   up=$!
   pids+=("$up")
-  for _ in $(seq 100); do [ -e /dev/shm/usnet-stats.$up.0 ] && break; sleep 0.05; done
+  # "usnet up: ..." is printed once its SIGINT handler is in place.
+  for _ in $(seq 100); do grep -q "^usnet up: " "$dir/up.out" && [ -e /dev/shm/usnet-stats.$up.0 ] && break; sleep 0.05; done
   [ -e /dev/shm/usnet-stats.$up.0 ] || fail "usnet up published no statistics region"
-  "$usnet" stat "$up" -i 0.1 >"$dir/stat-loop.out" 2>&1 &
+  # Its first print shows its SIGINT handler is in place (a background job
+  # of a script starts with SIGINT ignored until it installs one).
+  timeout 20 "$usnet" stat "$up" -i 0.1 >"$dir/stat-loop.out" 2>&1 &
   watcher=$!
   pids+=("$watcher")
-  sleep 0.5
+  for _ in $(seq 100); do [ "$(grep -c "^usnet stack" "$dir/stat-loop.out")" -ge 2 ] && break; sleep 0.05; done
   kill -INT "$watcher"
   wait "$watcher"; rc=$?
   [ $rc -eq 0 ] || fail "usnet stat -i exited $rc on SIGINT"
