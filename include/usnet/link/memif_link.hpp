@@ -35,8 +35,9 @@
 // flag, so the peer writes no eventfd, except between arm_wakeup() and
 // disarm_wakeup() (a stack about to sleep), or always when
 // MemifConfig::interrupts is set. wait_fd() is an epoll fd that becomes
-// readable on the receive ring's eventfd or a control message. The control socket is serviced on every call while not
-// connected, and every kControlEvery calls (or by poll_control()) after.
+// readable on the receive ring's eventfd or a control message. The control
+// socket is serviced on every call while not connected, and every
+// kControlEvery calls (or by poll_control()) after.
 //
 // Copies. Frames received are copied from the ring buffers into pool buffers
 // of the owner, and frames sent are copied into the ring's buffers; one burst
