@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   CLI::App app{"usnet: a user-space network stack; tools to check, measure and inspect it"};
   app.require_subcommand(1);
   std::function<int()> run;
+  usnet::tool::add_demo(app, run);
+  usnet::tool::add_bench(app, run);
   usnet::tool::add_selfcheck(app, run);
   usnet::tool::add_ping(app, run);
   usnet::tool::add_up(app, run);

@@ -92,5 +92,7 @@ void add_up(CLI::App& app, std::function<int()>& run);
 void add_udp_echo(CLI::App& app, std::function<int()>& run);
 void add_http(CLI::App& app, std::function<int()>& run);
 void add_stat(CLI::App& app, std::function<int()>& run);
+void add_demo(CLI::App& app, std::function<int()>& run);
+void add_bench(CLI::App& app, std::function<int()>& run);
 
 }  // namespace usnet::tool
