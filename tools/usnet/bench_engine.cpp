@@ -1142,8 +1142,9 @@ struct Child {
       }
     }
   }
-  // Waits up to `limit` for the child to exit; false if it has not.
-  bool wait(Clock::duration limit) {
+  // Waits up to `limit` for the child to exit (or, if `stoppable`, until a
+  // stop is requested); false if it has not.
+  bool wait(Clock::duration limit, bool stoppable = true) {
     if (pid < 0) return true;
     const auto end = Clock::now() + limit;
     for (;;) {
@@ -1156,15 +1157,15 @@ struct Child {
         drain();
         return true;
       }
-      if (Clock::now() > end || g_stop) return false;
+      if (Clock::now() > end || (stoppable && g_stop)) return false;
       pollfd pf{fd, POLLIN, 0};
       ::poll(&pf, fd >= 0 ? 1 : 0, 5);
     }
   }
   void stop() {
     if (pid < 0) return;
-    ::kill(pid, SIGTERM);
-    if (!wait(2s)) {
+    ::kill(pid, SIGTERM);  // it stops, frees its stack and reports
+    if (!wait(2s, false)) {
       ::kill(pid, SIGKILL);
       int st = 0;
       ::waitpid(pid, &st, 0);
