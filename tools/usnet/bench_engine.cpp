@@ -27,6 +27,7 @@
 #include <sstream>
 
 #include "usnet/stack.hpp"
+#include "veth_topology.hpp"  // bench/: enter_netns
 
 namespace usnet::tool::bench {
 
@@ -1055,17 +1056,6 @@ int zmq_client(const RunSpec& spec, const Placement& where, Report& r) {
 
 // ---- placing a child ------------------------------------------------------
 
-std::string enter_netns(const std::string& ns) {
-  if (ns.empty()) return {};
-  const int fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "cannot open namespace " + ns + ": " + std::strerror(errno);
-  const int rc = ::setns(fd, CLONE_NEWNET);
-  const int e = errno;
-  ::close(fd);
-  if (rc != 0) return "setns into " + ns + ": " + std::strerror(e);
-  return {};
-}
-
 std::string pin(int cpu) {
   if (cpu < 0) return {};
   cpu_set_t one;
@@ -1082,7 +1072,9 @@ int child_main(bool server, const RunSpec& spec, const Placement& where, int fd)
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   Report r(fd);
-  if (auto e = enter_netns(server ? where.server_ns : where.client_ns); !e.empty()) return r.fail(e);
+  if (const auto& ns = server ? where.server_ns : where.client_ns; !ns.empty()) {
+    if (auto e = ::usnet::bench::enter_netns(ns); !e.empty()) return r.fail(e);
+  }
   if (auto e = pin(server ? where.server_cpu : where.client_cpu); !e.empty()) return r.fail(e);
   switch (spec.system) {
     case System::kUsnet:
