@@ -171,6 +171,7 @@ struct MemifLink::Impl {
   State state = State::kIdle;
   Nanos handshake_deadline{0};
   std::uint32_t calls = 0;
+  Nanos next_service{0};  // connected: when rx_burst looks at the control socket again
 
   // Shared memory. Client: our arena (the memif region 0 is the whole memfd,
   // so ring and buffer offsets are file offsets). Server: the peer's regions.
@@ -277,6 +278,7 @@ struct MemifLink::Impl {
   // --- control channel -----------------------------------------------------
 
   void service(Nanos now) {
+    next_service = now + MemifLink::kControlInterval;
     if (is_server()) {
       accept_clients(now);
     } else if (!control.valid()) {
@@ -804,7 +806,9 @@ void MemifLink::poll_control(Nanos now) { impl_->service(now); }
 
 std::size_t MemifLink::rx_burst(std::span<Frame> out, Nanos now) {
   Impl& m = *impl_;
-  if (m.state != State::kConnected || (++m.calls % kControlEvery) == 0) m.service(now);
+  if (m.state != State::kConnected || now >= m.next_service || (++m.calls % kControlEvery) == 0) {
+    m.service(now);
+  }
   if (m.state != State::kConnected || out.empty()) return 0;
   std::size_t n = m.rx(out);
   if (n == 0 && m.config.interrupts && m.state == State::kConnected) {

@@ -963,6 +963,24 @@ TEST_F(MemifHostileTest, ConnectedClientKilledMidTransfer) {
   ASSERT_TRUE(pump());
 }
 
+// Connected, the control socket is looked at by the clock the caller passes
+// (each look is two system calls), not on every call.
+TEST_F(MemifHostileTest, VanishedClientSeenAfterTheControlInterval) {
+  make_server();
+  {
+    RawClient c(dir_.sock());
+    handshake(c);
+    c.close_socket();
+  }
+  std::array<Frame, 4> in{};
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(server_->rx_burst(in, kNow), 0u);
+  EXPECT_TRUE(server_->connected()) << "looked at the control socket before the interval passed";
+  EXPECT_EQ(server_->rx_burst(in, kNow + MemifLink::kControlInterval), 0u);
+  expect_dropped(MemifDrop::kPeerClosed);
+  make_client();
+  ASSERT_TRUE(pump());
+}
+
 TEST_F(MemifHostileTest, ClientThatVanishesMidHandshake) {
   make_server();
   {

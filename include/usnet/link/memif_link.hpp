@@ -36,8 +36,12 @@
 // disarm_wakeup() (a stack about to sleep), or always when
 // MemifConfig::interrupts is set. wait_fd() is an epoll fd that becomes
 // readable on the receive ring's eventfd or a control message. The control
-// socket is serviced on every call while not connected, and every
-// kControlEvery calls (or by poll_control()) after.
+// socket is serviced on every call while not connected; once connected (it
+// carries nothing then but a DISCONNECT or the peer going away) every
+// kControlInterval of the clock the caller passes, or every kControlEvery
+// calls when that clock does not move, and on poll_control(). Each look is
+// two system calls, which on every call would be most of a busy-polling
+// round trip.
 //
 // Copies. Frames received are copied from the ring buffers into pool buffers
 // of the owner, and frames sent are copied into the ring's buffers; one burst
@@ -118,7 +122,8 @@ struct MemifStats {
 
 class MemifLink final : public Link {
  public:
-  static constexpr std::uint32_t kControlEvery = 64;
+  static constexpr Nanos kControlInterval = std::chrono::milliseconds(1);
+  static constexpr std::uint32_t kControlEvery = 65536;
   // How long a server waits for a client to finish the handshake, and a
   // client for a server (longer: a DPDK server still initialising accepts
   // late, and gains nothing from a client that hangs up and comes back).
