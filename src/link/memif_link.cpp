@@ -190,6 +190,18 @@ struct MemifLink::Impl {
   // next slot to fill on the transmit ring; refill_pos (client): the S2C
   // head we have published.
   std::uint16_t rx_pos = 0, tx_pos = 0, refill_pos = 0;
+  // The peer's index on the transmit ring when we last read it (server: the
+  // S2C head the client has offered up to; client: the C2S tail the server
+  // has consumed up to). It lies in a cache line the peer writes, so every
+  // read of it is a transfer between cores; it is read again only when the
+  // slots it leaves free seem too few. A stale value errs on the safe side.
+  std::uint16_t tx_peer = 0;
+  // Server: where each slot's buffer was the last time we used it (the
+  // client chooses them; ours never moves them), to start fetching a
+  // frame's bytes before its descriptor arrives, and to take the next
+  // transmit buffer's cache lines while idle. Hints only: a prefetch never
+  // faults and changes nothing but where cache lines are.
+  std::vector<const std::byte*> rx_seen, tx_seen;
 
   // Client handshake: messages to send, one per ACK.
   std::vector<std::pair<mp::Msg, int>> pending;
@@ -231,6 +243,8 @@ struct MemifLink::Impl {
     c2s_efd.reset();
     s2c_efd.reset();
     regions.clear();
+    rx_seen.clear();
+    tx_seen.clear();
     arena.reset();
     client_base = nullptr;
     client_bytes = 0;
@@ -238,7 +252,7 @@ struct MemifLink::Impl {
     next_pending = 0;
     got_init = false;
     state = State::kIdle;
-    rx_pos = tx_pos = refill_pos = 0;
+    rx_pos = tx_pos = refill_pos = tx_peer = 0;
   }
 
   // Ends the connection for `reason`, telling the peer why when it is still
@@ -441,6 +455,9 @@ struct MemifLink::Impl {
     // We consume C2S from where its tail stands, and fill S2C from its tail.
     rx_pos = c2s.tail().load(std::memory_order_acquire);
     tx_pos = s2c.tail().load(std::memory_order_acquire);
+    tx_peer = tx_pos;  // no slot known free: the head is read at the first send
+    rx_seen.assign(c2s.size, nullptr);
+    tx_seen.assign(s2c.size, nullptr);
     c2s.flags().store(config.interrupts ? 0 : mp::kRingFlagMaskInterrupts, std::memory_order_relaxed);
     if (!send(mp::encode_connected(kOurName))) return;
     become_connected();
@@ -537,7 +554,7 @@ struct MemifLink::Impl {
     for (std::uint16_t i = 0; i < size; ++i) {
       mp::write_desc(c2s.desc(i), {0, 0, config.buffer_size, client_buffer(true, i), 0});
     }
-    rx_pos = tx_pos = refill_pos = 0;
+    rx_pos = tx_pos = refill_pos = tx_peer = 0;
     refill();  // offer every S2C buffer to the server up front
 
     mp::Init init;
@@ -582,6 +599,30 @@ struct MemifLink::Impl {
 
   // --- data path -----------------------------------------------------------
 
+  // Cache-line hints for the first bytes of a frame (headers and a small
+  // payload): read ones for a frame about to be copied out, write ones for
+  // a buffer about to be filled.
+  static constexpr int kHintLines = 4;
+  static void hint_read(const std::byte* p) noexcept {
+    for (int i = 0; i < kHintLines; ++i) __builtin_prefetch(p + i * 64, 0, 3);
+  }
+  static void hint_write(const std::byte* p) noexcept {
+    for (int i = 0; i < kHintLines; ++i) __builtin_prefetch(p + i * 64, 1, 3);
+  }
+
+  // Nothing to read: bring in what the next send will touch, so that its
+  // cache misses are not on the way of a frame (client: our next C2S buffer;
+  // server: the client's next S2C descriptor and the buffer that slot had).
+  // The peer touches none of these until we publish that slot.
+  void warm_next_tx() noexcept {
+    if (!is_server()) {
+      hint_write(client_base + client_buffer(true, tx_pos));
+      return;
+    }
+    __builtin_prefetch(s2c.desc(tx_pos), 0, 3);
+    if (const std::byte* b = tx_seen[tx_pos & s2c.mask()]) hint_write(b);
+  }
+
   std::size_t rx(std::span<Frame> out) {
     Ring& ring = rx_ring();
     const bool c2s_ring = is_server();
@@ -593,6 +634,17 @@ struct MemifLink::Impl {
     if (avail > allowed) {
       drop(MemifDrop::kBadRingIndex, is_server() ? "C2S head past the ring" : "S2C tail past our head");
       return 0;
+    }
+    if (avail == 0) {
+      warm_next_tx();
+      return 0;
+    }
+    // Fetch the first frame's bytes while its descriptor is read (the
+    // copy needs both; one after the other they are two transfers).
+    if (!is_server()) {
+      hint_read(client_base + client_buffer(false, rx_pos));
+    } else if (const std::byte* b = rx_seen[rx_pos & ring.mask()]) {
+      hint_read(b);
     }
     const std::size_t bufsize = pool.buffer_size();
     std::size_t n = 0;
@@ -615,6 +667,7 @@ struct MemifLink::Impl {
           drop(MemifDrop::kBadDescriptor, "buffer outside the region");
           return n;  // frames already handed out stay valid: they are copies
         }
+        if (c2s_ring) rx_seen[s & ring.mask()] = src.data();
         if (total + src.size() <= bufsize) std::memcpy(dst + total, src.data(), src.size());
         total += src.size();
         ++s;
@@ -645,6 +698,7 @@ struct MemifLink::Impl {
       ++counters.rx_frames;
       counters.rx_bytes += total;
     }
+    if (pos == rx_pos) return n;  // nothing consumed: the peer's lines stay where they are
     rx_pos = pos;
     if (is_server()) {
       ring.tail().store(rx_pos, std::memory_order_release);
@@ -657,21 +711,23 @@ struct MemifLink::Impl {
   std::size_t tx(std::span<const Frame> frames) {
     Ring& ring = tx_ring();
     const bool c2s_ring = !is_server();
-    std::uint16_t free_slots;
-    if (is_server()) {
-      // The client offers buffers up to head; we fill from our tail.
-      free_slots = static_cast<std::uint16_t>(ring.head().load(std::memory_order_acquire) - tx_pos);
-      if (free_slots > ring.size) {
-        drop(MemifDrop::kBadRingIndex, "S2C head past the ring");
+    // Server: the client offers buffers up to head; we fill from our tail.
+    // Client: the server has consumed up to tail.
+    auto free_after = [&](std::uint16_t peer) {
+      return is_server() ? static_cast<std::uint16_t>(peer - tx_pos)
+                         : static_cast<std::uint16_t>(ring.size - static_cast<std::uint16_t>(tx_pos - peer));
+    };
+    std::uint16_t free_slots = free_after(tx_peer);
+    if (free_slots < frames.size()) {
+      const std::uint16_t peer = is_server() ? ring.head().load(std::memory_order_acquire)
+                                             : ring.tail().load(std::memory_order_acquire);
+      const auto ahead = static_cast<std::uint16_t>(is_server() ? peer - tx_pos : tx_pos - peer);
+      if (ahead > ring.size) {
+        drop(MemifDrop::kBadRingIndex, is_server() ? "S2C head past the ring" : "C2S tail past our head");
         return 0;
       }
-    } else {
-      const auto in_flight = static_cast<std::uint16_t>(tx_pos - ring.tail().load(std::memory_order_acquire));
-      if (in_flight > ring.size) {
-        drop(MemifDrop::kBadRingIndex, "C2S tail past our head");
-        return 0;
-      }
-      free_slots = static_cast<std::uint16_t>(ring.size - in_flight);
+      tx_peer = peer;
+      free_slots = free_after(peer);
     }
     std::size_t taken = 0;
     std::size_t sent = 0;
@@ -701,6 +757,7 @@ struct MemifLink::Impl {
         d = {0, 0, 0, client_buffer(true, tx_pos), 0};
       }
       const auto dst = resolve(d, c2s_ring, tx_pos, f.length);
+      if (!c2s_ring) tx_seen[tx_pos & ring.mask()] = dst.data();
       std::memcpy(dst.data(), buf.data() + f.offset, f.length);
       d.length = f.length;
       d.flags = 0;
