@@ -40,9 +40,15 @@ runs = doc["runs"]
 seen = {f'{r["system"]}/{r["proto"]}/{r["workload"]}' for r in runs}
 missing = [w for w in want if w not in seen]
 assert not missing, f"runs missing: {missing}"
+setup = doc["setup"]
+pinned = setup["server_cpu"] >= 0 and setup["client_cpu"] >= 0 and setup["server_cpu"] != setup["client_cpu"]
 for r in runs:
     name = f'{r["system"]}/{r["proto"]}/{r["workload"]}'
     assert r["ok"], f'{name} failed: {r["error"]}'
+    c2c = r["core_to_core_ns"]
+    assert len(c2c) == 2, f"{name}: core_to_core_ns {c2c}"
+    if pinned:
+        assert all(0 < x < 1e6 for x in c2c), f"{name}: cache-line round trip between the cores {c2c} ns"
     assert r["seconds"] > 0, f"{name}: no measured interval"
     assert r["msgs_per_s"] > 0, f"{name}: no messages per second"
     if r["workload"] == "rr":
@@ -71,6 +77,8 @@ if [[ $mode == memif ]]; then
     grep -q "^$label" "$work/demo.out" || fail "the demo's table has no row '$label'"
   done
   grep -q "FAILED" "$work/demo.out" && fail "a demo run failed"
+  grep -q "^CPU [0-9]* <-> CPU [0-9]*: a cache line's round trip" "$work/demo.out" ||
+    fail "the demo does not say how far apart its two cores are"
   grep -q '\[15/15\]' "$work/demo.err" || fail "the demo showed no progress"
   check_json "$work/demo/results.json" \
     "usnet/tcp/rr usnet/tcp/stream usnet/tcp/bulk kernel/tcp/rr kernel/tcp/stream kernel/tcp/bulk

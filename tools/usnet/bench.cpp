@@ -149,11 +149,41 @@ void build_rows(Report& rep) {
   }
 }
 
+// A cache line's round trip between two cores of one chiplet is ~100 ns on
+// current x86 servers; past this the cores are further apart.
+constexpr double kFarCoresNs = 300;
+
 double p50(const RunResult* r) { return r != nullptr && r->error.empty() ? r->p50_us : 0; }
 double p99(const RunResult* r) { return r != nullptr && r->error.empty() ? r->p99_us : 0; }
 double p999(const RunResult* r) { return r != nullptr && r->error.empty() ? r->p999_us : 0; }
 double rate(const RunResult* r) { return r != nullptr && r->error.empty() ? r->msgs_per_s : 0; }
 double gbps(const RunResult* r) { return r != nullptr && r->error.empty() ? r->gbit_per_s : 0; }
+
+// The cache-line round trip between the two CPUs around each usnet round-trip
+// run, and what it means when it is long.
+std::string core_to_core_note(const Report& rep, const Placement& where) {
+  std::string runs;
+  double worst = 0;
+  for (const auto& r : rep.runs) {
+    if (r.spec.system != System::kUsnet || r.spec.workload != Workload::kRr) continue;
+    if (r.core_to_core_before_ns <= 0 || r.core_to_core_after_ns <= 0) continue;
+    runs += fmt::format("{}{} {:.0f}/{:.0f} ns", runs.empty() ? "" : ", ", name(r.spec.proto),
+                        r.core_to_core_before_ns, r.core_to_core_after_ns);
+    worst = std::max({worst, r.core_to_core_before_ns, r.core_to_core_after_ns});
+  }
+  if (runs.empty()) return {};
+  std::string t = fmt::format(
+      "\nCPU {} <-> CPU {}: a cache line's round trip, before/after each usnet round-trip run: {}.\n",
+      where.server_cpu, where.client_cpu, runs);
+  if (worst > kFarCoresNs) {
+    t += fmt::format(
+        "Over {:.0f} ns: the two cores sat far apart (another chiplet or socket; a VM's vCPUs can move there "
+        "and back).\nEach usnet round trip carries a few such transfers, so it grows with them; the "
+        "kernel's is mostly its wake-ups.\n",
+        kFarCoresNs);
+  }
+  return t;
+}
 
 std::string table(const Report& rep, const BenchOptions& opt, const Placement& where, std::size_t bulk_tcp,
                   std::size_t bulk_udp) {
@@ -189,6 +219,7 @@ std::string table(const Report& rep, const BenchOptions& opt, const Placement& w
     }
   }
   if (!notes.empty()) t += "\nNotes:\n" + notes;
+  t += core_to_core_note(rep, where);
   t += fmt::format(
       "\nround trip: one request of {} B in flight per connection ({} connection{}), answered whole; "
       "msgs/s: one-way {} B messages, one send each, counted by the receiver; bulk: {} B per TCP send, {} B "
@@ -218,6 +249,8 @@ std::string to_json(const Report& rep, const BenchOptions& opt, const Placement&
         json_string(label(r.spec.system, r.spec.proto, where)), r.spec.size,
         r.error.empty() ? "true" : "false", json_string(r.error), json_string(r.notes), num(r.seconds),
         num(r.msgs_per_s), num(r.gbit_per_s));
+    j += fmt::format(", \"core_to_core_ns\": [{}, {}]", num(r.core_to_core_before_ns),
+                     num(r.core_to_core_after_ns));
     if (r.spec.workload == Workload::kRr) {
       j += fmt::format(
           ", \"round_trips\": {}, \"connections\": {}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, "
