@@ -613,12 +613,16 @@ struct MemifLink::Impl {
   // Nothing to read: bring in what the next send will touch, so that its
   // cache misses are not on the way of a frame (client: our next C2S buffer;
   // server: the client's next S2C descriptor and the buffer that slot had).
-  // The peer touches none of these until we publish that slot.
+  // Only a slot known to be free (by tx_peer, which lags): on a full ring
+  // the next slot is the one the peer reads next, and taking its lines
+  // would slow the reader down.
   void warm_next_tx() noexcept {
     if (!is_server()) {
-      hint_write(client_base + client_buffer(true, tx_pos));
+      if (static_cast<std::uint16_t>(tx_pos - tx_peer) < c2s.size)
+        hint_write(client_base + client_buffer(true, tx_pos));
       return;
     }
+    if (tx_peer == tx_pos) return;  // no buffer offered that we know of
     __builtin_prefetch(s2c.desc(tx_pos), 0, 3);
     if (const std::byte* b = tx_seen[tx_pos & s2c.mask()]) hint_write(b);
   }
