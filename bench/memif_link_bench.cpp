@@ -47,44 +47,6 @@ using usnet::link::Nanos;
 
 constexpr std::uint32_t kFrame = 130;
 
-// A cache line's round trip between two CPUs (ns), 20,000 times.
-double cache_line_round_trip(int cpu_a, int cpu_b) {
-  struct alignas(64) Line {
-    std::atomic<std::uint64_t> v{0};
-  };
-  Line ping, pong;
-  std::atomic<bool> quit{false}, ready{false};
-  std::thread peer([&] {
-    if (!pin_to(cpu_b)) return;  // pins the calling thread
-    ready = true;
-    std::uint64_t seen = 0;
-    while (!quit.load(std::memory_order_relaxed)) {
-      const std::uint64_t v = ping.v.load(std::memory_order_acquire);
-      if (v != seen) pong.v.store(seen = v, std::memory_order_release);
-    }
-  });
-  double ns = 0;
-  const auto give_up = Clock::now() + 1s;
-  while (!ready && Clock::now() < give_up) {
-  }
-  if (ready && pin_to(cpu_a)) {
-    constexpr std::uint64_t kRounds = 20'000;
-    const auto t0 = Clock::now();
-    std::uint64_t i = 0;
-    for (; i < kRounds; ++i) {
-      ping.v.store(i + 1, std::memory_order_release);
-      while (pong.v.load(std::memory_order_acquire) != i + 1 && Clock::now() < give_up) {
-      }
-      if (Clock::now() >= give_up) break;
-    }
-    if (i > 0)
-      ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(i);
-  }
-  quit = true;
-  peer.join();
-  return ns;
-}
-
 // A pool of 2 KiB buffers in anonymous memory, for one process.
 struct Pool {
   static constexpr std::size_t kBytes = 64 * 1024 * 4;
@@ -163,7 +125,8 @@ void BM_MemifLinkRoundTrip_EchoPeer(benchmark::State& state) {
     return;
   }
   const usnet::bench::ScopedPin pin(plan);  // this process's CPUs back as they were after the run
-  const double c2c_before = plan.pinned ? cache_line_round_trip(plan.self_cpu, plan.peer_cpu) : 0;
+  const double c2c_before =
+      plan.pinned ? usnet::bench::cache_line_round_trip_ns(plan.self_cpu, plan.peer_cpu) : 0;
   const pid_t parent = ::getpid();
   const pid_t child = ::fork();
   if (child == 0) {
@@ -244,7 +207,8 @@ void BM_MemifLinkRoundTrip_EchoPeer(benchmark::State& state) {
   state.counters["p99_ns"] = at(0.99);
   state.counters["min_ns"] = samples.front();
   state.counters["c2c_before_ns"] = c2c_before;
-  state.counters["c2c_after_ns"] = plan.pinned ? cache_line_round_trip(plan.self_cpu, plan.peer_cpu) : 0;
+  state.counters["c2c_after_ns"] =
+      plan.pinned ? usnet::bench::cache_line_round_trip_ns(plan.self_cpu, plan.peer_cpu) : 0;
   state.SetLabel(plan.pinned ? "pinned to two CPUs" : "one CPU: unpinned (numbers meaningless)");
 }
 BENCHMARK(BM_MemifLinkRoundTrip_EchoPeer)->Iterations(200'000)->UseRealTime()->Repetitions(5);

@@ -27,6 +27,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cpu_pinning.hpp"  // bench/: cache_line_round_trip_ns
 #include "usnet/stack.hpp"
 #include "veth_topology.hpp"  // bench/: enter_netns
 
@@ -1241,72 +1242,10 @@ void parse(const std::string& out, RunResult& res, bool from_client) {
 void request_stop() { g_stop = true; }
 bool stop_requested() { return g_stop; }
 
-double core_to_core_round_trip_ns(int cpu_a, int cpu_b) {
-  if (cpu_a < 0 || cpu_b < 0 || cpu_a == cpu_b) return 0;
-  struct alignas(64) Line {
-    std::atomic<std::uint64_t> v{0};
-  };
-  Line ping, pong;
-  std::atomic<bool> quit{false}, pinned{false}, failed{false};
-  constexpr std::uint64_t kRounds = 20'000;
-  std::thread peer([&] {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu_b, &one);
-    if (::pthread_setaffinity_np(::pthread_self(), sizeof one, &one) != 0) {
-      failed = true;
-      return;
-    }
-    pinned = true;
-    std::uint64_t seen = 0;
-    while (!quit.load(std::memory_order_relaxed)) {
-      const std::uint64_t v = ping.v.load(std::memory_order_acquire);
-      if (v != seen) {
-        seen = v;
-        pong.v.store(v, std::memory_order_release);
-      }
-    }
-  });
-  double result = 0;
-  cpu_set_t saved, one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu_a, &one);
-  const bool have_saved = ::pthread_getaffinity_np(::pthread_self(), sizeof saved, &saved) == 0;
-  if (have_saved && ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one) == 0) {
-    const auto give_up = Clock::now() + 50ms;
-    while (!pinned && !failed && Clock::now() < give_up) {
-    }
-    if (pinned) {
-      std::uint64_t done = 0;
-      const auto begin = Clock::now();
-      auto t = begin;
-      bool late = false;
-      while (done < kRounds && t < give_up && !late) {
-        ping.v.store(done + 1, std::memory_order_release);
-        for (std::uint32_t spins = 1; pong.v.load(std::memory_order_acquire) != done + 1; ++spins) {
-          if ((spins & 4095) == 0 && Clock::now() >= give_up) {
-            late = true;  // the peer thread is not running: stop here
-            break;
-          }
-        }
-        if (!late) ++done;
-        if ((done & 255) == 0) t = Clock::now();
-      }
-      t = Clock::now();
-      if (done > 0)
-        result = std::chrono::duration<double, std::nano>(t - begin).count() / static_cast<double>(done);
-    }
-    (void)::pthread_setaffinity_np(::pthread_self(), sizeof saved, &saved);
-  }
-  quit = true;
-  peer.join();
-  return result;
-}
-
 RunResult run(const RunSpec& spec, const Placement& where) {
   RunResult res;
   res.spec = spec;
-  res.core_to_core_before_ns = core_to_core_round_trip_ns(where.server_cpu, where.client_cpu);
+  res.core_to_core_before_ns = ::usnet::bench::cache_line_round_trip_ns(where.server_cpu, where.client_cpu);
   Child server, client;
   if (!server.start(true, spec, where)) {
     res.error = errno_text("fork");
@@ -1334,7 +1273,7 @@ RunResult run(const RunSpec& spec, const Placement& where) {
   if (!server.wait(spec.workload == Workload::kRr ? 50ms : 3s)) server.stop();
   parse(client.out, res, true);
   parse(server.out, res, false);
-  res.core_to_core_after_ns = core_to_core_round_trip_ns(where.server_cpu, where.client_cpu);
+  res.core_to_core_after_ns = ::usnet::bench::cache_line_round_trip_ns(where.server_cpu, where.client_cpu);
   if (g_stop) {
     res.error = "interrupted";
   } else {

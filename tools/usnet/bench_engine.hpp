@@ -75,16 +75,10 @@ struct RunResult {
   double gbit_per_s = 0;  // payload bits per second / 1e9
   std::string notes;      // e.g. what a usnet process leaked, retransmissions
   // How far apart the two CPUs were: a cache line's round trip between
-  // them (ns), just before and just after the run; 0 when not measured.
+  // them (ns, bench/cpu_pinning.hpp), just before and just after the run;
+  // 0 when not measured.
   double core_to_core_before_ns = 0, core_to_core_after_ns = 0;
 };
-
-// The round trip of one cache line between two CPUs (ns): a thread on each,
-// bouncing a counter, 20,000 times or for at most 50 ms. It tells how far
-// apart the server and client cores are at the moment (the same chiplet,
-// another one, another socket); a VM's vCPUs can move between those. 0 if
-// the threads cannot be pinned.
-double core_to_core_round_trip_ns(int cpu_a, int cpu_b);
 
 // Runs one workload; `progress` is printed before it starts (to stderr).
 RunResult run(const RunSpec& spec, const Placement& where);
