@@ -7,8 +7,6 @@
 // two are read together (on this project's VM the cache line's round trip
 // moves between ~110 and ~550 ns as the host places the vCPUs).
 #include <benchmark/benchmark.h>
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -18,14 +16,12 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cpu_pinning.hpp"

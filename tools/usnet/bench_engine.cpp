@@ -25,7 +25,6 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include "cpu_pinning.hpp"  // bench/: cache_line_round_trip_ns
 #include "usnet/stack.hpp"
