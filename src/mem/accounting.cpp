@@ -1,24 +1,62 @@
 #include "usnet/mem/accounting.hpp"
 
-#include <atomic>
+#include <algorithm>
+#include <mutex>
+#include <vector>
 
 namespace usnet::mem {
 
 namespace {
-std::atomic<std::int64_t> g_in_use{0};
-std::atomic<std::int64_t> g_leaked{0};
+
+// The live tallies. Pools are made and destroyed rarely (set-up and
+// teardown), so a mutex and a vector suffice.
+struct Registry {
+  std::mutex mu;
+  std::vector<const detail::InUseTally*> tallies;
+  std::int64_t leaked = 0;
+};
+
+Registry& registry() {
+  // Made by the first tally, so destroyed after the last one.
+  static Registry r;
+  return r;
+}
+
 }  // namespace
 
-std::int64_t buffers_in_use_all_pools() noexcept { return g_in_use.load(std::memory_order_relaxed); }
-std::int64_t buffers_leaked_total() noexcept { return g_leaked.load(std::memory_order_relaxed); }
+std::int64_t buffers_in_use_all_pools() noexcept {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  std::int64_t sum = 0;
+  for (const auto* t : r.tallies) sum += static_cast<std::int64_t>(t->get());
+  return sum;
+}
+
+std::int64_t buffers_leaked_total() noexcept {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  return r.leaked;
+}
 
 namespace detail {
-void account_acquired(std::int64_t n) noexcept { g_in_use.fetch_add(n, std::memory_order_relaxed); }
-void account_released(std::int64_t n) noexcept { g_in_use.fetch_sub(n, std::memory_order_relaxed); }
-void account_leaked(std::int64_t n) noexcept {
-  g_in_use.fetch_sub(n, std::memory_order_relaxed);
-  g_leaked.fetch_add(n, std::memory_order_relaxed);
+
+InUseTally::InUseTally() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.tallies.push_back(this);
 }
+
+InUseTally::InUseTally(InUseTally&& other) noexcept : InUseTally() {
+  v_.store(other.v_.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+InUseTally::~InUseTally() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mu);
+  r.leaked += static_cast<std::int64_t>(get());
+  r.tallies.erase(std::remove(r.tallies.begin(), r.tallies.end(), this), r.tallies.end());
+}
+
 }  // namespace detail
 
 }  // namespace usnet::mem

@@ -92,7 +92,7 @@ PacketPool::PacketPool(PacketPool&& other) noexcept
       free_slots_(std::move(other.free_slots_)),
       segments_active_(std::exchange(other.segments_active_, 0)),
       keep_segments_(other.keep_segments_),
-      in_use_(std::exchange(other.in_use_, 0)),
+      in_use_(std::move(other.in_use_)),
       owner_count_(std::exchange(other.owner_count_, 0)),
       floors_total_(std::exchange(other.floors_total_, 0)),
       allocs_(other.allocs_),
@@ -111,7 +111,6 @@ PacketPool::PacketPool(PacketPool&& other) noexcept
 }
 
 PacketPool::~PacketPool() {
-  if (in_use_ > 0) detail::account_leaked(static_cast<std::int64_t>(in_use_));
   for (std::uint32_t s = 0; s < segment_active_.size(); ++s) {
     if (segment_active_[s] != 0 && hooks_.on_teardown) hooks_.on_teardown(s, segment_memory(s));
   }
@@ -251,7 +250,7 @@ std::optional<BufIndex> PacketPool::alloc_one(std::uint16_t slot) noexcept {
   owner_of_[*index] = slot;
   ++o.held;
   note_usage(o);
-  ++in_use_;
+  in_use_.add(1);
   ++allocs_;
   return index;
 }
@@ -260,7 +259,7 @@ void PacketPool::free_one(std::uint16_t slot, BufIndex index) noexcept {
   owner_of_[index] = kNoOwner;
   put_buffer(index);
   --owners_[slot].held;
-  --in_use_;
+  in_use_.sub(1);
   ++frees_;
 }
 
@@ -272,7 +271,6 @@ Expected<BufIndex, std::error_code> PacketPool::alloc(OwnerId owner) noexcept {
   }
   const auto index = alloc_one(slot);
   if (!index) return unexpected(enobufs());
-  detail::account_acquired(1);
   return *index;
 }
 
@@ -288,7 +286,6 @@ std::size_t PacketPool::alloc_batch(OwnerId owner, std::span<BufIndex> out) noex
     if (!index) break;
     out[n] = *index;
   }
-  if (n > 0) detail::account_acquired(static_cast<std::int64_t>(n));
   return n;
 }
 
@@ -299,7 +296,6 @@ std::error_code PacketPool::free(OwnerId owner, BufIndex index) noexcept {
     return einval();
   }
   free_one(slot, index);
-  detail::account_released(1);
   return {};
 }
 
@@ -321,7 +317,6 @@ std::error_code PacketPool::free_batch(OwnerId owner, std::span<const BufIndex> 
     owner_of_[index] = kPendingFree;
   }
   for (const BufIndex index : indices) free_one(slot, index);
-  if (!indices.empty()) detail::account_released(static_cast<std::int64_t>(indices.size()));
   return {};
 }
 
@@ -355,7 +350,6 @@ std::size_t PacketPool::release_all(OwnerId owner) noexcept {
       ++n;
     }
   }
-  if (n > 0) detail::account_released(static_cast<std::int64_t>(n));
   return n;
 }
 

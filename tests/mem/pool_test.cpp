@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <numeric>
 #include <optional>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "usnet/mem/accounting.hpp"
@@ -619,6 +621,27 @@ TEST(PacketPool, InUseReturnsToZero) {
   EXPECT_EQ(h->in_use(), 0u);
   EXPECT_EQ(h->allocs(), h->frees());
   EXPECT_EQ(buffers_in_use_all_pools(), 0);
+}
+
+TEST(PacketPool, InUseOfAPoolOnAnotherThreadIsCounted) {
+  // Each pool keeps its own count (no locked instruction per buffer);
+  // buffers_in_use_all_pools() still sums every live pool of the process.
+  const auto before = buffers_in_use_all_pools();
+  std::promise<void> allocated, checked;
+  auto checked_f = checked.get_future();
+  std::thread t([&] {
+    Harness h;
+    const OwnerId a = h.add_owner(0, 8);
+    auto bufs = h.alloc_n(a, 5);
+    allocated.set_value();
+    checked_f.wait();
+    h.free_all(a, bufs);
+  });
+  allocated.get_future().wait();
+  EXPECT_EQ(buffers_in_use_all_pools(), before + 5);
+  checked.set_value();
+  t.join();
+  EXPECT_EQ(buffers_in_use_all_pools(), before);
 }
 
 TEST(PacketPool, MovedPoolKeepsItsStateAndTearsDownOnce) {

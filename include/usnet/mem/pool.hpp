@@ -64,6 +64,7 @@
 #include <system_error>
 #include <vector>
 
+#include "usnet/mem/accounting.hpp"
 #include "usnet/util/expected.hpp"
 
 namespace usnet::mem {
@@ -181,7 +182,7 @@ class PacketPool {
   // Buffers in segments now in use (free or not).
   std::size_t buffers_capacity() const noexcept { return std::size_t{segments_active_} * per_segment_; }
   std::uint32_t segments_active() const noexcept { return segments_active_; }
-  std::size_t in_use() const noexcept { return in_use_; }
+  std::size_t in_use() const noexcept { return in_use_.get(); }
   // 0 for an unknown owner.
   std::size_t in_use(OwnerId owner) const noexcept;
   // The owner's working set W; 0 for an unknown owner.
@@ -270,7 +271,7 @@ class PacketPool {
 
   std::uint32_t segments_active_ = 0;
   bool keep_segments_ = false;
-  std::size_t in_use_ = 0;
+  detail::InUseTally in_use_;  // buffers handed out, seen by buffers_in_use_all_pools()
   std::size_t owner_count_ = 0;
   std::uint64_t floors_total_ = 0;
   std::uint64_t allocs_ = 0, frees_ = 0, refused_ = 0, invalid_ = 0;
