@@ -69,6 +69,12 @@ ArpCache::Resolution ArpCache::resolve(wire::Ipv4Addr ip, const link::Frame& fra
   Resolution res{Resolution::Kind::Queued, {}, false};
   auto it = entries_.find(ip.v);
   Entry* e = it == entries_.end() ? nullptr : &it->second;
+  if (e != nullptr && e->state == ArpState::Reachable && now - e->updated < config_.reachable_time) {
+    res.kind = Resolution::Kind::Send;  // the common case: nothing changes
+    res.mac = e->mac;
+    res.changed = false;
+    return res;
+  }
 
   if (e != nullptr && e->state == ArpState::Failed) {
     if (now - e->updated < config_.failed_hold) {

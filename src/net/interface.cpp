@@ -525,7 +525,7 @@ std::error_code Interface::to_link(const link::Frame& f, wire::Ipv4Addr next_hop
     return {};
   }
   auto res = arp_.resolve(next_hop, f, now);
-  timers_changed();
+  if (res.changed) timers_changed();
   if (res.send_request) {
     const wire::Ipv4Addr sender = is_our_address(src) ? src : config_.addresses.front().addr;
     send_arp_request(sender, next_hop, now);

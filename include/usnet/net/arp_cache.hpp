@@ -86,6 +86,9 @@ class ArpCache {
     enum class Kind : std::uint8_t { Send, Queued, Dropped } kind;
     wire::MacAddr mac;          // Send: the destination MAC
     bool send_request = false;  // a request for the address should go out now (broadcast)
+    // The cache's state changed (an entry, a queue, a state), so its next
+    // deadline may have moved; false for a plain send to a Reachable entry.
+    bool changed = true;
   };
   // A frame is to be sent to next hop `ip`. Send: the caller sends it to
   // `mac` (and keeps the frame). Queued: the cache took the frame. Dropped:
