@@ -142,17 +142,26 @@ std::string Interface::format_counters(bool all) const {
 // Poll and timers
 
 std::size_t Interface::poll(Nanos now) {
-  std::array<link::Frame, kBurst> frames;
+  if (polling_) return 0;
   std::size_t received = 0;
-  for (std::size_t b = 0; b < kMaxBurstsPerPoll; ++b) {
-    const std::size_t n = link_->rx_burst(frames, now);
-    received += n;
-    for (std::size_t i = 0; i < n; ++i) {
-      ++counters_.rx_frames;
-      handle_frame(frames[i], now);
+  {
+    struct Polling {
+      bool& flag;
+      explicit Polling(bool& f) : flag(f) { flag = true; }
+      ~Polling() { flag = false; }
+      Polling(const Polling&) = delete;
+      Polling& operator=(const Polling&) = delete;
+    } polling(polling_);
+    for (std::size_t b = 0; b < kMaxBurstsPerPoll; ++b) {
+      const std::size_t n = link_->rx_burst(rx_frames_, now);
+      received += n;
+      for (std::size_t i = 0; i < n; ++i) {
+        ++counters_.rx_frames;
+        handle_frame(rx_frames_[i], now);
+      }
+      flush_tx(now);
+      if (n < kBurst) break;
     }
-    flush_tx(now);
-    if (n < kBurst) break;
   }
 
   // The timer pass walks every ARP entry and reassembly slot, so it runs

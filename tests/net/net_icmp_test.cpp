@@ -274,6 +274,40 @@ TEST(Icmp, PingClientGetsRepliesWithRtt) {
   EXPECT_EQ(*replies[1].rtt, 1ms);
 }
 
+// A handler runs inside poll(); a poll() from it receives nothing (the
+// burst's frames belong to the outer call), and the outer call goes on.
+TEST(Icmp, PollFromAPingHandlerReceivesNothingAndTheBurstGoesOn) {
+  TestPool pool;
+  Host a(pool, default_config(kPeerIp), kPeerMac);
+  Host b(pool);
+  link::MemoryLink::connect(a.link, b.link);
+  std::vector<std::uint16_t> seqs;
+  std::vector<std::size_t> nested;
+  bool burst = false;
+  a->set_ping_handler([&](const EchoReply& r, Nanos now) {
+    seqs.push_back(r.seq);
+    if (burst && r.seq == 1) {
+      // One more reply waiting on the link while the burst is handled.
+      ASSERT_FALSE(a->send_ping(kOurIp, 0x77, 4, 8, now));
+      b.poll();
+    }
+    nested.push_back(a->poll(now));
+  });
+  ASSERT_FALSE(a->send_ping(kOurIp, 0x77, 1, 8, a.now));  // waits for ARP
+  b.poll();                                               // answers ARP
+  a.poll();                                               // the request goes
+  b.poll();                                               // the reply comes
+  ASSERT_FALSE(a->send_ping(kOurIp, 0x77, 2, 8, a.now));
+  ASSERT_FALSE(a->send_ping(kOurIp, 0x77, 3, 8, a.now));
+  b.poll();  // two more replies: with the first, one burst of three
+  burst = true;
+  EXPECT_EQ(a->poll(a.now), 3u);
+  EXPECT_EQ(seqs, (std::vector<std::uint16_t>{1, 2, 3}));
+  EXPECT_EQ(nested, (std::vector<std::size_t>{0, 0, 0}));
+  EXPECT_EQ(a->poll(a.now), 1u);  // the fourth, with the next poll
+  EXPECT_EQ(seqs, (std::vector<std::uint16_t>{1, 2, 3, 4}));
+}
+
 TEST(Icmp, EchoReplyWithoutPingClientIsCounted) {
   TestPool pool;
   Host h(pool);

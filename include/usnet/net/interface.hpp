@@ -19,8 +19,8 @@
 // reassembler (see reassembly.hpp): take_frame() returns nullopt and the
 // handler copies.
 //
-// Handlers may call send(), send_icmp_error() and send_ping(), but not
-// poll(): they run inside it.
+// Handlers may call send(), send_icmp_error() and send_ping(). They run
+// inside poll(): a poll() from a handler receives nothing.
 //
 // Not done here: IP options are accepted and skipped, never acted on (no
 // source routing, record route); no forwarding (we are a host: RFC 1122
@@ -156,7 +156,9 @@ class Interface {
 
   // Receives up to kMaxBurstsPerPoll bursts, then runs the timers (ARP
   // retransmits and expiry, reassembly timeouts, announcements at start).
-  // Returns the frames received (0: the link had nothing).
+  // Returns the frames received (0: the link had nothing). A handler that
+  // calls poll() while one runs (a ping handler, say) receives nothing: the
+  // outer call goes on with its burst.
   std::size_t poll(Nanos now);
   // The earliest time poll() has timer work (the link's own deadline
   // included); Nanos::max() if none. Before the first poll: 0.
@@ -295,6 +297,10 @@ class Interface {
   bool announced_once_ = false;
 
   std::vector<link::Frame> tx_;
+  // poll()'s receive burst: a member, not a local, so that an idle poll does
+  // not zero it (Frame's fields have initializers) on every call.
+  std::array<link::Frame, kBurst> rx_frames_;
+  bool polling_ = false;                  // poll() is on the stack (rx_frames_ in use)
   std::vector<wire::Ipv4Addr> steered_;   // addresses given to link_->steer(), taken back at destruction
   std::vector<link::Frame> ready_;        // scratch: frames released by ARP
   std::vector<link::Frame> frags_;        // scratch: the frames of one datagram
