@@ -40,6 +40,8 @@ constexpr std::size_t kTpacketAlign = TPACKET_ALIGNMENT;
 constexpr std::size_t align_up(std::size_t x) { return (x + kTpacketAlign - 1) & ~(kTpacketAlign - 1); }
 // The sockaddr_ll the kernel writes after each frame header.
 constexpr std::size_t kSllOff = align_up(sizeof(tpacket3_hdr));
+constexpr std::size_t kSll2Off = align_up(sizeof(tpacket2_hdr));  // TPACKET_V2 slots
+constexpr std::size_t kFrameStatusOff = offsetof(tpacket2_hdr, tp_status);
 
 std::error_code errno_code(int e) { return {e, std::generic_category()}; }
 
@@ -59,12 +61,15 @@ T read_at(const std::byte* p) noexcept {
   return v;
 }
 
-std::atomic_ref<std::uint32_t> block_status(std::byte* block) noexcept {
-  // The kernel's ABI puts a 32-bit status word here (4-byte aligned in a
-  // page-aligned block) that both sides read and write in place.
+// The kernel's ABI puts a 32-bit status word at the start of each V3 block
+// header and each V2 slot (4-byte aligned: blocks are page-aligned, slots
+// TPACKET_ALIGNMENT-sized), which both sides read and write in place.
+std::atomic_ref<std::uint32_t> status_word(std::byte* p) noexcept {
   // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
-  auto* word = reinterpret_cast<std::uint32_t*>(block + kBlockStatusOff);
-  return std::atomic_ref<std::uint32_t>(*word);
+  return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p));
+}
+std::atomic_ref<std::uint32_t> block_status(std::byte* block) noexcept {
+  return status_word(block + kBlockStatusOff);
 }
 
 // A frame the kernel sent with CHECKSUM_PARTIAL (TP_STATUS_CSUMNOTREADY)
@@ -130,6 +135,16 @@ wire::MacAddr AfPacketLink::default_mac(std::string_view interface) noexcept {
   return m;
 }
 
+std::uint32_t AfPacketLink::frame_size(std::uint32_t mtu) noexcept {
+  // The kernel puts the frame where its network header lands aligned after
+  // the V2 header, the address and at least 16 bytes for the link header
+  // (tpacket_rcv: netoff = TPACKET_ALIGN(tp_hdrlen + max(maclen, 16))).
+  // Room for an 18-byte link header (a VLAN tag left in the frame) and the
+  // MTU after it.
+  constexpr std::size_t kV2HdrLen = kSll2Off + sizeof(sockaddr_ll);
+  return static_cast<std::uint32_t>(align_up(align_up(kV2HdrLen + 18) + mtu));
+}
+
 Expected<std::unique_ptr<AfPacketLink>, LinkError> AfPacketLink::open(const AfPacketOptions& options,
                                                                       mem::PacketPool& pool,
                                                                       mem::OwnerId owner, std::string uri) {
@@ -177,9 +192,21 @@ Expected<std::unique_ptr<AfPacketLink>, LinkError> AfPacketLink::open(const AfPa
     return unexpected(error(uri, e, what + ": " + std::strerror(e) + privilege_hint(e)));
   };
 
-  int v = TPACKET_V3;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  if (::ioctl(fd, SIOCGIFMTU, &ifr) != 0) return fail("cannot read the MTU of '" + name + "'");
+  const auto mtu = static_cast<std::uint32_t>(ifr.ifr_mtu);
+  const bool frames = options.ring == AfPacketRing::kFrames;
+  if (frames && frame_size(mtu) > options.block_size) {
+    ::close(fd);
+    return unexpected(error(uri, EINVAL,
+                            "bad ring options: a frame slot for MTU " + std::to_string(mtu) + " needs " +
+                                std::to_string(frame_size(mtu)) + " bytes, more than block_size"));
+  }
+
+  int v = frames ? TPACKET_V2 : TPACKET_V3;
   if (::setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) != 0)
-    return fail("cannot select TPACKET_V3");
+    return fail(frames ? "cannot select TPACKET_V2" : "cannot select TPACKET_V3");
   int one = 1;
   if (::setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) != 0) {
     return fail("cannot set PACKET_QDISC_BYPASS");
@@ -187,14 +214,16 @@ Expected<std::unique_ptr<AfPacketLink>, LinkError> AfPacketLink::open(const AfPa
   // Best effort (Linux 4.20+): the rx path filters PACKET_OUTGOING anyway.
   (void)::setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
 
-  tpacket_req3 req{};
+  tpacket_req3 req{};  // V2 reads the first four fields (tpacket_req)
   req.tp_block_size = options.block_size;
   req.tp_block_nr = options.block_count;
-  req.tp_frame_size = kRingFrameSize;
-  req.tp_frame_nr = options.block_size / kRingFrameSize * options.block_count;
-  req.tp_retire_blk_tov = options.block_timeout_ms;
-  if (::setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) {
-    return fail("cannot set up the TPACKET_V3 receive ring");
+  req.tp_frame_size = frames ? frame_size(mtu) : kRingFrameSize;
+  req.tp_frame_nr = options.block_size / req.tp_frame_size * options.block_count;
+  if (!frames) req.tp_retire_blk_tov = options.block_timeout_ms;
+  const socklen_t req_len = frames ? sizeof(tpacket_req) : sizeof req;
+  if (::setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, req_len) != 0) {
+    return fail(frames ? "cannot set up the TPACKET_V2 receive ring"
+                       : "cannot set up the TPACKET_V3 receive ring");
   }
   const std::size_t ring_len = std::size_t{options.block_size} * options.block_count;
   void* ring = ::mmap(nullptr, ring_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -218,12 +247,7 @@ Expected<std::unique_ptr<AfPacketLink>, LinkError> AfPacketLink::open(const AfPa
       return fail("cannot put '" + name + "' in promiscuous mode", ring, ring_len);
     }
   }
-  ifreq ifr{};
-  std::memcpy(ifr.ifr_name, name.data(), name.size());
-  if (::ioctl(fd, SIOCGIFMTU, &ifr) != 0)
-    return fail("cannot read the MTU of '" + name + "'", ring, ring_len);
-
-  LinkInfo info{uri, mac, static_cast<std::uint32_t>(ifr.ifr_mtu), 0};
+  LinkInfo info{uri, mac, mtu, 0};
   return std::unique_ptr<AfPacketLink>(
       new AfPacketLink(fd, static_cast<std::byte*>(ring), options, std::move(info), pool, owner));
 }
@@ -232,11 +256,18 @@ AfPacketLink::AfPacketLink(int fd, std::byte* ring, const AfPacketOptions& optio
                            mem::PacketPool& pool, mem::OwnerId owner)
     : fd_(fd),
       ring_(ring),
+      ring_kind_(options.ring),
       block_size_(options.block_size),
       block_count_(options.block_count),
       info_(std::move(info)),
       pool_(pool),
-      owner_(owner) {}
+      owner_(owner) {
+  if (ring_kind_ == AfPacketRing::kFrames) {
+    frame_size_ = frame_size(info_.mtu);
+    frames_per_block_ = block_size_ / frame_size_;
+    frame_count_ = frames_per_block_ * block_count_;
+  }
+}
 
 AfPacketLink::~AfPacketLink() {
   if (ring_ != nullptr) ::munmap(ring_, std::size_t{block_size_} * block_count_);
@@ -257,7 +288,83 @@ void AfPacketLink::release_block() noexcept {
   pkts_left_ = 0;
 }
 
+AfPacketLink::Take AfPacketLink::take(const Captured& c, Frame& out) {
+  const bool vlan = (c.status & TP_STATUS_VLAN_VALID) != 0;
+  const std::size_t len = c.snaplen + (vlan ? 4u : 0u);
+  if (c.pkttype == PACKET_OUTGOING) {
+    ++rx_outgoing_;
+    return Take::kSkipped;
+  }
+  if (c.snaplen < c.len || len > pool_.buffer_size() || (vlan && c.snaplen < kMacPairLen)) {
+    ++counters_.rx_too_long;
+    return Take::kSkipped;
+  }
+  auto buf = pool_.alloc(owner_);
+  if (!buf) {
+    ++counters_.rx_no_buffer;  // the frame stays in the ring for the next burst
+    return Take::kNoBuffer;
+  }
+  std::byte* dst = pool_.buffer(*buf).data();
+  if (vlan) {
+    // Put back the tag the driver took out (IEEE 802.1Q: after the
+    // addresses, TPID then TCI).
+    const std::uint16_t tpid = (c.status & TP_STATUS_VLAN_TPID_VALID) != 0 ? c.vlan_tpid : kVlanTpid;
+    std::memcpy(dst, c.data, kMacPairLen);
+    store_be16(dst + kMacPairLen, tpid);
+    store_be16(dst + kMacPairLen + 2, c.vlan_tci);
+    std::memcpy(dst + kMacPairLen + 4, c.data + kMacPairLen, c.snaplen - kMacPairLen);
+  } else {
+    std::memcpy(dst, c.data, c.snaplen);
+  }
+  std::uint16_t flags = 0;
+  if ((c.status & TP_STATUS_CSUMNOTREADY) != 0) finish_partial_checksum({dst, len});
+  if ((c.status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) != 0)
+    flags |= FrameFlag::kChecksumsVerified;
+  out = Frame{*buf, static_cast<std::uint32_t>(len), 0, flags};
+  ++counters_.rx_frames;
+  counters_.rx_bytes += len;
+  return Take::kTaken;
+}
+
 std::size_t AfPacketLink::rx_burst(std::span<Frame> out, Nanos /*now*/) {
+  return ring_kind_ == AfPacketRing::kFrames ? rx_frames(out) : rx_blocks(out);
+}
+
+std::size_t AfPacketLink::rx_frames(std::span<Frame> out) {
+  std::size_t n = 0;
+  // Bounded: at most one lap of the slots per burst.
+  for (std::uint32_t done = 0; n < out.size() && done < frame_count_; ++done) {
+    std::byte* slot =
+        block(cur_frame_ / frames_per_block_) + std::size_t{cur_frame_ % frames_per_block_} * frame_size_;
+    auto status = status_word(slot + kFrameStatusOff);
+    const std::uint32_t st = status.load(std::memory_order_acquire);
+    if ((st & TP_STATUS_USER) == 0) break;
+    tpacket2_hdr hdr;
+    std::memcpy(&hdr, slot, sizeof hdr);
+    // The kernel is trusted, but a bad offset must still not read outside
+    // the slot: such a slot goes back, counted as a frame cut short.
+    if (hdr.tp_mac < kSll2Off + sizeof(sockaddr_ll) ||
+        std::size_t{hdr.tp_mac} + hdr.tp_snaplen > frame_size_) {
+      ++counters_.rx_too_long;
+    } else {
+      const Captured c{slot + hdr.tp_mac,
+                       hdr.tp_snaplen,
+                       hdr.tp_len,
+                       st,
+                       hdr.tp_vlan_tci,
+                       hdr.tp_vlan_tpid,
+                       read_at<std::uint8_t>(slot + kSll2Off + offsetof(sockaddr_ll, sll_pkttype))};
+      const Take t = take(c, out[n]);
+      if (t == Take::kNoBuffer) break;
+      if (t == Take::kTaken) ++n;
+    }
+    status.store(TP_STATUS_KERNEL, std::memory_order_release);
+    cur_frame_ = (cur_frame_ + 1) % frame_count_;
+  }
+  return n;
+}
+
+std::size_t AfPacketLink::rx_blocks(std::span<Frame> out) {
   std::size_t n = 0;
   // Bounded: every pass takes or skips one frame, or returns a block; at most
   // one lap of the ring's blocks per burst.
@@ -283,50 +390,21 @@ std::size_t AfPacketLink::rx_burst(std::span<Frame> out, Nanos /*now*/) {
     tpacket3_hdr hdr;
     std::memcpy(&hdr, ph, sizeof hdr);
     const std::size_t data_off = next_off_ + hdr.tp_mac;
-    const bool in_bounds = data_off + hdr.tp_snaplen <= block_size_ && hdr.tp_mac >= kSllOff;
-    const auto pkttype = read_at<std::uint8_t>(ph + kSllOff + offsetof(sockaddr_ll, sll_pkttype));
-    const bool vlan = (hdr.tp_status & TP_STATUS_VLAN_VALID) != 0;
-    const std::size_t len = hdr.tp_snaplen + (vlan ? 4u : 0u);
-
-    if (!in_bounds) {
+    if (data_off + hdr.tp_snaplen > block_size_ || hdr.tp_mac < kSllOff) {
       release_block();  // nothing after a bad header can be trusted
       ++blocks_done;
       continue;
     }
-    if (pkttype == PACKET_OUTGOING) {
-      ++rx_outgoing_;
-    } else if (hdr.tp_snaplen < hdr.tp_len || len > pool_.buffer_size() ||
-               (vlan && hdr.tp_snaplen < kMacPairLen)) {
-      ++counters_.rx_too_long;
-    } else {
-      auto buf = pool_.alloc(owner_);
-      if (!buf) {
-        ++counters_.rx_no_buffer;  // the frame stays in the ring for the next burst
-        break;
-      }
-      std::byte* dst = pool_.buffer(*buf).data();
-      const std::byte* src = blk + data_off;
-      if (vlan) {
-        // Put back the tag the driver took out (IEEE 802.1Q: after the
-        // addresses, TPID then TCI).
-        const std::uint16_t tpid =
-            (hdr.tp_status & TP_STATUS_VLAN_TPID_VALID) != 0 ? hdr.hv1.tp_vlan_tpid : kVlanTpid;
-        std::memcpy(dst, src, kMacPairLen);
-        store_be16(dst + kMacPairLen, tpid);
-        store_be16(dst + kMacPairLen + 2, static_cast<std::uint16_t>(hdr.hv1.tp_vlan_tci));
-        std::memcpy(dst + kMacPairLen + 4, src + kMacPairLen, hdr.tp_snaplen - kMacPairLen);
-      } else {
-        std::memcpy(dst, src, hdr.tp_snaplen);
-      }
-      std::uint16_t flags = 0;
-      if ((hdr.tp_status & TP_STATUS_CSUMNOTREADY) != 0) finish_partial_checksum({dst, len});
-      if ((hdr.tp_status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) != 0) {
-        flags |= FrameFlag::kChecksumsVerified;
-      }
-      out[n++] = Frame{*buf, static_cast<std::uint32_t>(len), 0, flags};
-      ++counters_.rx_frames;
-      counters_.rx_bytes += len;
-    }
+    const Captured c{blk + data_off,
+                     hdr.tp_snaplen,
+                     hdr.tp_len,
+                     hdr.tp_status,
+                     static_cast<std::uint16_t>(hdr.hv1.tp_vlan_tci),
+                     static_cast<std::uint16_t>(hdr.hv1.tp_vlan_tpid),
+                     read_at<std::uint8_t>(ph + kSllOff + offsetof(sockaddr_ll, sll_pkttype))};
+    const Take t = take(c, out[n]);
+    if (t == Take::kNoBuffer) break;
+    if (t == Take::kTaken) ++n;
     // Next frame in the block, or the block back to the kernel (also when
     // the kernel says there are more frames but gives no offset to them).
     --pkts_left_;

@@ -28,6 +28,7 @@ Expected<std::unique_ptr<Link>, LinkError> open_link(std::string_view uri, mem::
   if (u.scheme == "af_packet") {
     AfPacketOptions options;
     options.interface = u.target;
+    if (u.param("ring") == "frames") options.ring = AfPacketRing::kFrames;  // checked by the parser
     auto link = AfPacketLink::open(options, pool, owner, text);
     if (!link) return unexpected(link.error());
     return std::unique_ptr<Link>(std::move(*link));

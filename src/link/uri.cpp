@@ -58,7 +58,7 @@ struct Scheme {
 
 constexpr std::array<Scheme, 5> kSchemes = {{
     {"tap", "interface name", {}},
-    {"af_packet", "interface name", {}},
+    {"af_packet", "interface name", {"ring"}},
     {"memif", "socket path", {"role", "id", "secret", "mtu"}},
     {"af_xdp", "interface name", {"queue", "mode", "busy_poll", "steer"}},
     {"mem", "name", {}},
@@ -169,6 +169,11 @@ class Checker {
       // Microseconds the kernel may busy-poll the device (SO_BUSY_POLL).
       if (decimal_at_most(value, 1000000)) return {};
       return "busy_poll " + quoted(value) + " is not a number of microseconds from 0 to 1000000";
+    }
+    if (key == "ring") {
+      // af_packet: TPACKET_V3 blocks or TPACKET_V2 frame slots.
+      if (value == "blocks" || value == "frames") return {};
+      return "unknown ring " + quoted(value) + " (expected blocks or frames)";
     }
     if (key == "steer") {
       if (value == "served" || value == "all") return {};

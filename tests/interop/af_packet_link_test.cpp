@@ -21,7 +21,8 @@ bool namespace_exists(const std::string& name) {
   return test::sh("ip netns list | grep -qw " + name).status == 0;
 }
 
-class AfPacketLinkTest : public ::testing::Test {
+// Every case runs on both receive rings (blocks: TPACKET_V3, frames: V2).
+class AfPacketLinkTest : public ::testing::TestWithParam<AfPacketRing> {
  protected:
   void SetUp() override {
     ASSERT_EQ(test::interop_blocker({"ping", "awk"}), "");
@@ -31,6 +32,7 @@ class AfPacketLinkTest : public ::testing::Test {
     ns_name_ = ns_->name();
     AfPacketOptions options;
     options.interface = ns_->usnet_if();
+    options.ring = GetParam();
     auto l = AfPacketLink::open(options, h_.pool(), h_.owner());
     ASSERT_TRUE(l) << l.error().message;
     link_ = std::move(*l);
@@ -63,15 +65,15 @@ class AfPacketLinkTest : public ::testing::Test {
   std::string ns_name_;
 };
 
-TEST_F(AfPacketLinkTest, UsnetResolvesKernelByArp) { expect_kernel_answers_arp(*link_, h_, *ns_); }
+TEST_P(AfPacketLinkTest, UsnetResolvesKernelByArp) { expect_kernel_answers_arp(*link_, h_, *ns_); }
 
-TEST_F(AfPacketLinkTest, KernelPingReachesUsnet) { expect_kernel_ping_succeeds(*link_, h_, *ns_); }
+TEST_P(AfPacketLinkTest, KernelPingReachesUsnet) { expect_kernel_ping_succeeds(*link_, h_, *ns_); }
 
-TEST_F(AfPacketLinkTest, MtuSizedFrameReachesKernel) { expect_kernel_counts_mtu_frame(*link_, h_, *ns_); }
+TEST_P(AfPacketLinkTest, MtuSizedFrameReachesKernel) { expect_kernel_counts_mtu_frame(*link_, h_, *ns_); }
 
 // More frames than one sendmmsg() batch, offered in one call: all taken, in
 // order, and all counted by the kernel.
-TEST_F(AfPacketLinkTest, BurstLongerThanOneBatch) {
+TEST_P(AfPacketLinkTest, BurstLongerThanOneBatch) {
   constexpr std::size_t kCount = AfPacketLink::kMaxTxBatch + 36;
   const wire::MacAddr peer = ns_->peer_mac();
   const std::uint64_t no_ports = udp_no_ports(*ns_);
@@ -98,7 +100,7 @@ TEST_F(AfPacketLinkTest, BurstLongerThanOneBatch) {
   receive_until(*link_, h_, std::chrono::milliseconds(200), [](auto) { return false; });
 }
 
-TEST_F(AfPacketLinkTest, InfoDescribesTheLink) {
+TEST_P(AfPacketLinkTest, InfoDescribesTheLink) {
   EXPECT_EQ(link_->info().name, "af_packet:" + ns_->usnet_if());
   EXPECT_EQ(link_->info().mac, AfPacketLink::default_mac(ns_->usnet_if()));
   EXPECT_TRUE(link_->info().mac.is_unicast());
@@ -112,27 +114,36 @@ TEST_F(AfPacketLinkTest, InfoDescribesTheLink) {
   expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic
 }
 
-TEST_F(AfPacketLinkTest, VlanTagArrives) {
+TEST_P(AfPacketLinkTest, VlanTagArrives) {
   expect_vlan_tag_arrives(*link_, h_, *ns_);
   expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic both ways
 }
 
-TEST_F(AfPacketLinkTest, KernelUdpChecksumVerifies) {
+TEST_P(AfPacketLinkTest, KernelUdpChecksumVerifies) {
   expect_kernel_udp_checksum_verifies(*link_, h_, *ns_, true);
 }
 
-TEST_F(AfPacketLinkTest, SilenceEndsAtTheDeadline) {
+TEST_P(AfPacketLinkTest, SilenceEndsAtTheDeadline) {
   expect_silence_is_bounded(*link_, h_);
   expect_kernel_answers_arp(*link_, h_, *ns_);  // counters in TearDown want traffic
 }
 
-TEST(AfPacketLinkPool, FrameWaitsInTheRingWhenThePoolRefuses) {
+INSTANTIATE_TEST_SUITE_P(Rings, AfPacketLinkTest,
+                         ::testing::Values(AfPacketRing::kBlocks, AfPacketRing::kFrames),
+                         [](const ::testing::TestParamInfo<AfPacketRing>& i) {
+                           return i.param == AfPacketRing::kFrames ? "frames" : "blocks";
+                         });
+
+class AfPacketLinkPool : public ::testing::TestWithParam<AfPacketRing> {};
+
+TEST_P(AfPacketLinkPool, FrameWaitsInTheRingWhenThePoolRefuses) {
   ASSERT_EQ(test::interop_blocker(), "");
   PoolHarness h(1);
   auto ns = PeerNamespace::with_veth();
   ASSERT_TRUE(ns) << ns.error();
   AfPacketOptions options;
   options.interface = ns->usnet_if();
+  options.ring = GetParam();
   auto l = AfPacketLink::open(options, h.pool(), h.owner());
   ASSERT_TRUE(l) << l.error().message;
   expect_frame_waits_for_a_buffer(**l, h);
@@ -140,9 +151,11 @@ TEST(AfPacketLinkPool, FrameWaitsInTheRingWhenThePoolRefuses) {
 
 // A ring of one 4 KiB block, held by usnet while the pool refuses: the
 // kernel drops what does not fit and the link reports it; once a buffer is
-// free the frames in the block arrive and the ring takes new ones again.
-TEST(AfPacketLinkPool, FullRingDropsAreCounted) {
+// free the frames in the ring arrive and the ring takes new ones again.
+// Blocks: at most four 1042-byte frames fit; frames: two 1500-MTU slots.
+TEST_P(AfPacketLinkPool, FullRingDropsAreCounted) {
   ASSERT_EQ(test::interop_blocker({"/usr/bin/python3"}), "");
+  const std::uint64_t fit = GetParam() == AfPacketRing::kFrames ? 2 : 4;
   PoolHarness h(1);
   auto ns = PeerNamespace::with_veth();
   ASSERT_TRUE(ns) << ns.error();
@@ -153,6 +166,7 @@ TEST(AfPacketLinkPool, FullRingDropsAreCounted) {
   options.interface = ns->usnet_if();
   options.block_size = 4096;
   options.block_count = 1;
+  options.ring = GetParam();
   auto l = AfPacketLink::open(options, h.pool(), h.owner());
   ASSERT_TRUE(l) << l.error().message;
   AfPacketLink& link = **l;
@@ -184,19 +198,26 @@ TEST(AfPacketLinkPool, FullRingDropsAreCounted) {
   EXPECT_EQ(link.rx_burst(out, now()), 0u);
   EXPECT_GE(link.counters().rx_no_buffer, 1u);
   const std::uint64_t drops = link.rx_ring_drops();
-  EXPECT_GE(drops, 16u);  // at most four 1042-byte frames fit the block
+  EXPECT_GE(drops, 20 - fit);
   EXPECT_LE(drops, 20u);
   ASSERT_FALSE(h.pool().free(h.owner(), *held));
   EXPECT_EQ(count_udp(1042, 20 - drops), 20 - drops);
 
   // The ring is the kernel's again: new frames arrive. (Not necessarily all
   // three: with one block, the block timeout can hand it over after the
-  // first frame, and the kernel drops the next ones until it is returned.)
+  // first frame, and the kernel drops the next ones until it is returned;
+  // two slots can fill before they are read.)
   const auto r2 = udp_burst(500, 3);
   ASSERT_EQ(r2.status, 0) << r2.output;
   EXPECT_GE(count_udp(542, 3), 1u);
   EXPECT_EQ(h.pool().in_use(), 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Rings, AfPacketLinkPool,
+                         ::testing::Values(AfPacketRing::kBlocks, AfPacketRing::kFrames),
+                         [](const ::testing::TestParamInfo<AfPacketRing>& i) {
+                           return i.param == AfPacketRing::kFrames ? "frames" : "blocks";
+                         });
 
 TEST(AfPacketLinkErrors, NoSuchInterface) {
   PoolHarness h;
@@ -217,6 +238,21 @@ TEST(AfPacketLinkErrors, BadRingOptions) {
   EXPECT_EQ(l.error().code, std::make_error_code(std::errc::invalid_argument));
 }
 
+// Frame slots cannot cross blocks: loopback's 65536-byte MTU needs a slot
+// larger than the default 64 KiB block.
+TEST(AfPacketLinkErrors, FrameSlotLargerThanABlock) {
+  ASSERT_EQ(test::interop_blocker(), "");
+  PoolHarness h;
+  AfPacketOptions o;
+  o.interface = "lo";
+  o.ring = AfPacketRing::kFrames;
+  auto l = AfPacketLink::open(o, h.pool(), h.owner());
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error().code, std::make_error_code(std::errc::invalid_argument)) << l.error().message;
+  EXPECT_NE(l.error().message.find("a frame slot for MTU 65536 needs"), std::string::npos)
+      << l.error().message;
+}
+
 TEST(OpenLink, AfPacketUriOpensAnAfPacketLink) {
   ASSERT_EQ(test::interop_blocker(), "");
   PoolHarness h;
@@ -227,6 +263,9 @@ TEST(OpenLink, AfPacketUriOpensAnAfPacketLink) {
   EXPECT_EQ((*l)->info().name, "af_packet:" + ns->usnet_if());
   EXPECT_EQ((*l)->info().mtu, 1500u);
   EXPECT_NE(dynamic_cast<AfPacketLink*>(l->get()), nullptr);
+  auto f = open_link("af_packet:" + ns->usnet_if() + "?ring=frames", h.pool(), h.owner());
+  ASSERT_TRUE(f) << f.error().message;
+  EXPECT_EQ((*f)->info().name, "af_packet:" + ns->usnet_if() + "?ring=frames");
 }
 
 // Without privileges the message names the one that is missing. The child

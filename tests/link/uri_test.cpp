@@ -64,6 +64,8 @@ TEST(LinkUri, AfXdpTakesQueueAndMode) {
   EXPECT_EQ(x.param("other", "dflt"), "dflt");
   EXPECT_EQ(ok("af_xdp:eth0").params.size(), 0u);
   EXPECT_EQ(ok("af_xdp:eth0?mode=copy").param("mode"), "copy");
+  EXPECT_EQ(ok("af_packet:veth0?ring=frames").param("ring"), "frames");
+  EXPECT_EQ(ok("af_packet:veth0?ring=blocks").param("ring"), "blocks");
   EXPECT_EQ(ok("af_xdp:eth0?mode=copy&queue=0").param("queue"), "0");  // any order
   EXPECT_EQ(ok("af_xdp:eth0?queue=65535").param("queue"), "65535");
   EXPECT_EQ(ok("af_xdp:eth0?queue=007").param("queue"), "007");
@@ -152,7 +154,7 @@ TEST(LinkUri, UnknownParameters) {
   EXPECT_EQ(error_of("tap:x?mode=zc"),
             "\"tap:x?mode=zc\": unknown parameter \"mode\" (tap takes no parameters)");
   EXPECT_EQ(error_of("af_packet:x?queue=1"),
-            "\"af_packet:x?queue=1\": unknown parameter \"queue\" (af_packet takes no parameters)");
+            "\"af_packet:x?queue=1\": unknown parameter \"queue\" (expected ring)");
   EXPECT_EQ(error_of("mem:x?a=b"), "\"mem:x?a=b\": unknown parameter \"a\" (mem takes no parameters)");
   EXPECT_EQ(error_of("memif:/s?mode=zc"),
             "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id, secret or mtu)");
@@ -165,6 +167,8 @@ TEST(LinkUri, UnknownParameters) {
 }
 
 TEST(LinkUri, BadValues) {
+  EXPECT_EQ(error_of("af_packet:eth0?ring=v2"),
+            "\"af_packet:eth0?ring=v2\": unknown ring \"v2\" (expected blocks or frames)");
   EXPECT_EQ(error_of("af_xdp:eth0?mode=fast"),
             "\"af_xdp:eth0?mode=fast\": unknown mode \"fast\" (expected zc or copy)");
   EXPECT_EQ(error_of("af_xdp:eth0?mode="), "\"af_xdp:eth0?mode=\": unknown mode \"\" (expected zc or copy)");

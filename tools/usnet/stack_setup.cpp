@@ -27,7 +27,7 @@ void install_stop_signals() {
 
 void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   cmd->add_option("-l,--link", opt.link,
-                  "Link URI: tap:NAME, af_packet:IFNAME, "
+                  "Link URI: tap:NAME, af_packet:IFNAME[?ring=blocks|frames], "
                   "af_xdp:IFNAME[?queue=N&mode=zc|copy&busy_poll=US&steer=served|all], "
                   "memif:/path.sock[?role=server|client&id=N&secret=S&mtu=N]")
       ->required();

@@ -1,10 +1,16 @@
 // An AF_PACKET socket on an existing interface: usnet sends and receives
 // whole Ethernet frames on it beside the kernel's own stack.
 //
-// Receive uses a TPACKET_V3 memory-mapped ring: the kernel writes frames
-// into blocks and hands over a block at a time (when it is full or its
-// timeout passes), so one poll wake-up can deliver many frames with no
-// system call per frame. Each frame is copied from the ring into a pool
+// Receive uses a memory-mapped ring, of one of two kinds (AfPacketRing):
+//   - blocks (TPACKET_V3, the default): the kernel writes frames into blocks
+//     and hands over a block at a time (when it is full or its timeout
+//     passes), so one poll wake-up can deliver many frames with no system
+//     call per frame; a frame can wait up to the block timeout (1 ms) in a
+//     block that is not full, so a request/response exchange takes that long;
+//   - frames (TPACKET_V2, URI parameter ring=frames): fixed-size slots, each
+//     handed over as soon as the kernel has written it: no added latency,
+//     one slot per frame however small (the slot fits the interface's MTU).
+// Each frame is copied from the ring into a pool
 // buffer: the ring is the kernel's memory, laid out in blocks we cannot
 // choose, so the pool's buffers cannot be the ring's frames (AF_XDP is the
 // zero-copy path). The block goes back to the kernel as soon as every frame
@@ -70,8 +76,14 @@
 
 namespace usnet::link {
 
+enum class AfPacketRing : std::uint8_t {
+  kBlocks,  // TPACKET_V3: frames packed into blocks, a block handed over when full or timed out
+  kFrames,  // TPACKET_V2: one slot per frame, each handed over at once
+};
+
 struct AfPacketOptions {
-  std::string interface;             // an existing interface in the caller's namespace
+  std::string interface;  // an existing interface in the caller's namespace
+  AfPacketRing ring = AfPacketRing::kBlocks;
   std::optional<wire::MacAddr> mac;  // usnet's address; default_mac(interface) when empty
   // The receive ring: block_count blocks of block_size bytes (a multiple of
   // the page size, at least 2048); a block is handed over when full or
@@ -80,6 +92,8 @@ struct AfPacketOptions {
   // ring is sure to hold only block_count frames: a caller that reads less
   // often than every block_count * block_timeout_ms can lose frames
   // (rx_ring_drops()) although most of the ring is empty.
+  // kFrames: the same memory, cut into slots of frame_size() bytes (none
+  // crosses a block); block_timeout_ms is not used.
   std::uint32_t block_size = 1u << 16;
   std::uint32_t block_count = 32;
   std::uint32_t block_timeout_ms = 1;
@@ -99,6 +113,9 @@ class AfPacketLink final : public Link {
 
   // A locally administered unicast address derived from the interface name.
   static wire::MacAddr default_mac(std::string_view interface) noexcept;
+  // kFrames: the slot size for an interface of this MTU (header, address,
+  // a frame of the MTU with a VLAN tag), a multiple of TPACKET_ALIGNMENT.
+  static std::uint32_t frame_size(std::uint32_t mtu) noexcept;
 
   ~AfPacketLink() override;
   AfPacketLink(const AfPacketLink&) = delete;
@@ -123,14 +140,31 @@ class AfPacketLink final : public Link {
 
   std::byte* block(std::uint32_t i) const noexcept { return ring_ + std::size_t{i} * block_size_; }
   void release_block() noexcept;
+  std::size_t rx_blocks(std::span<Frame> out);
+  std::size_t rx_frames(std::span<Frame> out);
+  // One frame the kernel wrote (either ring), as the ring header gives it.
+  struct Captured {
+    const std::byte* data;  // tp_snaplen bytes, checked to lie in the ring
+    std::uint32_t snaplen, len, status;
+    std::uint16_t vlan_tci, vlan_tpid;
+    std::uint8_t pkttype;
+  };
+  enum class Take : std::uint8_t { kTaken, kSkipped, kNoBuffer };
+  // Copies `c` into a pool buffer as out (kTaken), skips it (counted), or
+  // finds no buffer (the frame stays in the ring).
+  Take take(const Captured& c, Frame& out);
   // Sends frames [0, count) of the staged batch; returns how many were taken
   // and sets `stop` when the device is full.
   std::size_t flush(std::span<const Frame> staged, bool& stop);
 
   int fd_ = -1;
   std::byte* ring_ = nullptr;
+  AfPacketRing ring_kind_ = AfPacketRing::kBlocks;
   std::uint32_t block_size_ = 0;
   std::uint32_t block_count_ = 0;
+  std::uint32_t frame_size_ = 0;  // kFrames: slot size, slots per block, slots in all
+  std::uint32_t frames_per_block_ = 0;
+  std::uint32_t frame_count_ = 0;
   LinkInfo info_;
   mem::PacketPool& pool_;
   mem::OwnerId owner_;
@@ -138,7 +172,9 @@ class AfPacketLink final : public Link {
   std::uint64_t rx_outgoing_ = 0;
   std::uint64_t ring_drops_ = 0;
 
-  // Receive cursor: the block being read, and where in it.
+  // Receive cursor: the block being read, and where in it (kBlocks); the
+  // next slot (kFrames).
+  std::uint32_t cur_frame_ = 0;
   std::uint32_t cur_block_ = 0;
   bool in_block_ = false;
   std::uint32_t pkts_left_ = 0;
