@@ -338,8 +338,11 @@ std::string set_up_namespaces(const BenchOptions& opt, Placement& where) {
   where.kernel_server = "198.18.1.1";
   where.kernel_path = "veth";
   if (opt.link == "af_xdp" || opt.link == "af_packet") {
-    where.server_link = opt.link + ":" + t->if_a;
-    where.client_link = opt.link + ":" + t->if_b;
+    // AF_PACKET: the frame-slot ring (TPACKET_V2), which hands each frame
+    // over at once; the block ring holds a lone frame for its 1 ms timeout.
+    const std::string params = opt.link == "af_packet" ? "?ring=frames" : "";
+    where.server_link = opt.link + ":" + t->if_a + params;
+    where.client_link = opt.link + ":" + t->if_b + params;
     return {};
   }
   // TAP: in each namespace a bridge joins the veth end and a TAP device the
