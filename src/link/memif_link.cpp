@@ -604,9 +604,10 @@ struct MemifLink::Impl {
   // payload): read ones for a frame about to be copied out, write ones for
   // a buffer about to be filled.
   static constexpr int kHintLines = 4;
-  // A burst's later frames: how far ahead of the copy, and how many of
-  // each frame's first lines (a small frame's headers and payload).
-  static constexpr std::uint16_t kReadAhead = 8;
+  // Transmit buffers taken ahead of the sends (warm_tx_ahead): how many
+  // slots, and how many of each buffer's first lines (a small frame's
+  // headers and payload).
+  static constexpr std::uint16_t kWarmAhead = 8;
   static constexpr int kAheadLines = 2;
   static void hint_read(const std::byte* p) noexcept {
     for (int i = 0; i < kHintLines; ++i) __builtin_prefetch(p + i * 64, 0, 3);
@@ -648,30 +649,17 @@ struct MemifLink::Impl {
       warm_next_tx();
       return 0;
     }
-    // Fetch the frames' bytes while their descriptors are read (the copy
-    // needs both; one after the other they are two transfers), up to
-    // kReadAhead frames ahead of the copy: each copy would otherwise wait
-    // for its own transfer from the writer's core, one after another.
-    const std::uint16_t batch = static_cast<std::uint16_t>(std::min<std::size_t>(avail, out.size()));
-    const auto frame_hint = [&](std::uint16_t slot, int lines) {
-      __builtin_prefetch(ring.desc(slot), 0, 3);
-      const std::byte* b =
-          is_server() ? rx_seen[slot & ring.mask()] : client_base + client_buffer(false, slot);
-      if (b != nullptr) {
-        for (int i = 0; i < lines; ++i) __builtin_prefetch(b + i * 64, 0, 3);
-      }
-    };
-    frame_hint(rx_pos, kHintLines);
-    for (std::uint16_t k = 1; k < std::min<std::uint16_t>(batch, kReadAhead); ++k) {
-      frame_hint(static_cast<std::uint16_t>(rx_pos + k), kAheadLines);
+    // Fetch the first frame's bytes while its descriptor is read (the
+    // copy needs both; one after the other they are two transfers).
+    if (!is_server()) {
+      hint_read(client_base + client_buffer(false, rx_pos));
+    } else if (const std::byte* b = rx_seen[rx_pos & ring.mask()]) {
+      hint_read(b);
     }
     const std::size_t bufsize = pool.buffer_size();
     std::size_t n = 0;
     std::uint16_t pos = rx_pos;
     while (n < out.size() && pos != limit) {
-      if (static_cast<std::uint16_t>(pos - rx_pos + kReadAhead) < batch) {
-        frame_hint(static_cast<std::uint16_t>(pos + kReadAhead), kAheadLines);
-      }
       auto buf = pool.alloc(owner);
       if (!buf) {
         ++counters.rx_no_buffer;
@@ -731,14 +719,14 @@ struct MemifLink::Impl {
   }
 
   // Takes the first lines of the buffers the next sends fill, up to
-  // kReadAhead slots ahead (the reader had them last; the stores of a send
+  // kWarmAhead slots ahead (the reader had them last; the stores of a send
   // would otherwise wait for them one frame at a time, and the fence after
   // publishing waits for those stores). Only slots known free: `free`, by
   // tx_peer. Each slot once: tx_warm is where the warmed run ends.
   void warm_tx_ahead(const Ring& ring, std::uint16_t free) noexcept {
-    const auto end = static_cast<std::uint16_t>(tx_pos + std::min<std::uint16_t>(free, kReadAhead));
-    if (static_cast<std::uint16_t>(tx_warm - tx_pos) > kReadAhead) tx_warm = tx_pos;  // behind, or a new ring
-    for (; tx_warm != end && static_cast<std::uint16_t>(tx_warm - tx_pos) < kReadAhead; ++tx_warm) {
+    const auto end = static_cast<std::uint16_t>(tx_pos + std::min<std::uint16_t>(free, kWarmAhead));
+    if (static_cast<std::uint16_t>(tx_warm - tx_pos) > kWarmAhead) tx_warm = tx_pos;  // behind, or a new ring
+    for (; tx_warm != end && static_cast<std::uint16_t>(tx_warm - tx_pos) < kWarmAhead; ++tx_warm) {
       const std::byte* b =
           is_server() ? tx_seen[tx_warm & ring.mask()] : client_base + client_buffer(true, tx_warm);
       if (b == nullptr) continue;
@@ -767,7 +755,6 @@ struct MemifLink::Impl {
       tx_peer = peer;
       free_slots = free_after(peer);
     }
-    warm_tx_ahead(ring, free_slots);
     std::size_t taken = 0;
     std::size_t sent = 0;
     for (; taken < frames.size(); ++taken) {
@@ -803,7 +790,7 @@ struct MemifLink::Impl {
       mp::write_desc(ring.desc(tx_pos), d);
       ++tx_pos;
       --free_slots;
-      warm_tx_ahead(ring, free_slots);
+      if (taken + 1 < frames.size()) warm_tx_ahead(ring, free_slots);  // for the rest of this burst
       ++sent;
       ++counters.tx_frames;
       counters.tx_bytes += f.length;
@@ -828,6 +815,10 @@ struct MemifLink::Impl {
         (void)!::write(tx_efd(), &one, sizeof one);
       }
     }
+    // For the next sends, once this burst is out (before it, the requests
+    // for those lines would compete with the ones for the lines just
+    // written, which the reader is waiting for).
+    warm_tx_ahead(ring, free_slots);
     if (taken < frames.size()) ++counters.tx_full;
     return taken;
   }
