@@ -17,9 +17,10 @@ struct Registry {
 };
 
 Registry& registry() {
-  // Made by the first tally, so destroyed after the last one.
-  static Registry r;
-  return r;
+  // Never destroyed: a pool in a static object (made before or after the
+  // first tally) may leave the list during static destruction.
+  static auto* r = new Registry;
+  return *r;
 }
 
 }  // namespace
