@@ -1,5 +1,6 @@
 #include "usnet/udp/udp.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -143,6 +144,36 @@ void UdpDatagram::release() noexcept {
   copy_.shrink_to_fit();
   payload_ = {};
 }
+
+// ---------------------------------------------------------------------------
+// DatagramQueue
+
+namespace detail {
+
+void DatagramQueue::push_back(UdpDatagram&& d) {
+  if (count_ == slots_.size()) {
+    // A power of two, so that a position is a mask away.
+    std::vector<UdpDatagram> grown(std::max<std::size_t>(8, slots_.size() * 2));
+    for (std::size_t i = 0; i < count_; ++i) grown[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+    slots_ = std::move(grown);
+    head_ = 0;
+  }
+  slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(d);
+  ++count_;
+}
+
+void DatagramQueue::pop_front() noexcept {
+  slots_[head_].release();
+  head_ = (head_ + 1) & (slots_.size() - 1);
+  --count_;
+}
+
+void DatagramQueue::clear() noexcept {
+  while (count_ > 0) pop_front();
+  head_ = 0;
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------------------
 // UdpSocket

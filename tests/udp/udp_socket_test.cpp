@@ -310,6 +310,53 @@ TEST(Udp, ReceiveQueueIsBounded) {
   EXPECT_EQ(pool->in_use(h.owner), 0u);
 }
 
+// The queue is a ring that grows: datagrams come out in the order they
+// came in across its wrap and its growth (8 slots, then 16, 32), each
+// with its own bytes, through both receives, and every buffer goes back.
+TEST(Udp, ReceiveQueueKeepsOrderAcrossWrapAndGrowth) {
+  TestPool pool;
+  Host h(pool);
+  auto l = make_layer(h);
+  auto s = l->open({.max_queue_datagrams = 64});
+  ASSERT_FALSE(s->bind({{}, 9000}));
+  std::uint32_t in = 0, out = 0;
+  const auto arrive = [&](int n) {
+    for (int i = 0; i < n; ++i, ++in) h.link.inject_rx(udp_frame(1, 9000, pattern(20 + in % 7, in)));
+    h.poll();
+  };
+  const auto take = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const auto want = pattern(20 + out % 7, out);
+      ++out;
+      if (out % 2 == 0) {
+        auto d = s->receive();
+        ASSERT_TRUE(d);
+        EXPECT_EQ(bytes_of(d->payload()), want) << "datagram " << out - 1;
+      } else {
+        std::array<std::byte, 64> buf{};
+        auto r = s->recv_from(buf);
+        ASSERT_TRUE(r);
+        EXPECT_EQ(bytes_of(std::span(buf).first(r->copied)), want) << "datagram " << out - 1;
+      }
+    }
+  };
+  arrive(6);
+  take(5);    // the front moves on: the next arrivals wrap around slot 7
+  arrive(6);  // 7 queued, wrapped
+  arrive(4);  // 11: grows while wrapped
+  EXPECT_EQ(s->queued(), 11u);
+  take(3);
+  arrive(25);  // 33: grows again
+  EXPECT_EQ(s->queued(), 33u);
+  take(33);
+  EXPECT_EQ(s->queued(), 0u);
+  EXPECT_EQ(s->receive().error(), std::errc::resource_unavailable_try_again);
+  EXPECT_EQ(pool->in_use(h.owner), 0u);
+  arrive(3);
+  s->close();  // what is queued gives its buffers back
+  EXPECT_EQ(pool->in_use(h.owner), 0u);
+}
+
 // RFC 1122 4.1.3.4: a bad checksum is dropped, unless the link verified
 // it; RFC 768: zero means none was computed (IPv4).
 TEST(Udp, ChecksumsVerifiedUnlessTheLinkDid) {

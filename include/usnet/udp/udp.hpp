@@ -46,7 +46,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -192,6 +191,26 @@ class UdpDatagram {
   std::span<const std::byte> payload_;
 };
 
+namespace detail {
+// A socket's receive queue: a ring of datagrams that grows (doubling) when
+// full and never shrinks, so a steady stream allocates nothing per
+// datagram (a std::deque allocated and freed a block every few).
+class DatagramQueue {
+ public:
+  bool empty() const noexcept { return count_ == 0; }
+  std::size_t size() const noexcept { return count_; }
+  UdpDatagram& front() noexcept { return slots_[head_]; }
+  void push_back(UdpDatagram&& d);
+  // Releases the front datagram's buffer (unless it was moved out).
+  void pop_front() noexcept;
+  void clear() noexcept;
+
+ private:
+  std::vector<UdpDatagram> slots_;
+  std::size_t head_ = 0, count_ = 0;
+};
+}  // namespace detail
+
 class UdpSocket {
  public:
   ~UdpSocket();  // close()
@@ -253,7 +272,7 @@ class UdpSocket {
   Endpoint local_;
   Endpoint remote_;
   std::error_code error_;
-  std::deque<UdpDatagram> queue_;
+  detail::DatagramQueue queue_;
   std::size_t queued_bytes_ = 0;
 };
 
