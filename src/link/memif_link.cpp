@@ -203,6 +203,13 @@ struct MemifLink::Impl {
   // faults and changes nothing but where cache lines are.
   std::vector<const std::byte*> rx_seen, tx_seen;
   std::uint16_t tx_warm = 0;  // warm_tx_ahead: slots before this one are warmed
+  // set_tx_hold: while tx_hold, frames written into the transmit ring are
+  // published (the index the peer reads stored, its wake-up flag looked at)
+  // only every kMaxHeld frames; tx_held of them are written, not yet
+  // published. publish() makes them visible.
+  static constexpr std::uint16_t kMaxHeld = 32;
+  bool tx_hold = false;
+  std::uint16_t tx_held = 0;
 
   // Client handshake: messages to send, one per ACK.
   std::vector<std::pair<mp::Msg, int>> pending;
@@ -254,6 +261,7 @@ struct MemifLink::Impl {
     got_init = false;
     state = State::kIdle;
     rx_pos = tx_pos = refill_pos = tx_peer = 0;
+    tx_held = 0;
   }
 
   // Ends the connection for `reason`, telling the peer why when it is still
@@ -457,6 +465,7 @@ struct MemifLink::Impl {
     rx_pos = c2s.tail().load(std::memory_order_acquire);
     tx_pos = s2c.tail().load(std::memory_order_acquire);
     tx_peer = tx_pos;  // no slot known free: the head is read at the first send
+    tx_held = 0;
     rx_seen.assign(c2s.size, nullptr);
     tx_seen.assign(s2c.size, nullptr);
     c2s.flags().store(config.interrupts ? 0 : mp::kRingFlagMaskInterrupts, std::memory_order_relaxed);
@@ -555,7 +564,7 @@ struct MemifLink::Impl {
     for (std::uint16_t i = 0; i < size; ++i) {
       mp::write_desc(c2s.desc(i), {0, 0, config.buffer_size, client_buffer(true, i), 0});
     }
-    rx_pos = tx_pos = refill_pos = tx_peer = 0;
+    rx_pos = tx_pos = refill_pos = tx_peer = tx_held = 0;
     refill();  // offer every S2C buffer to the server up front
 
     mp::Init init;
@@ -734,6 +743,32 @@ struct MemifLink::Impl {
     }
   }
 
+  // Makes the frames written into the transmit ring visible to the peer,
+  // and wakes it if it sleeps. False when the connection was dropped (the
+  // peer made its eventfd blocking).
+  bool publish() {
+    if (tx_held == 0 || state != State::kConnected) {
+      tx_held = 0;
+      return state == State::kConnected;
+    }
+    tx_held = 0;
+    Ring& ring = tx_ring();
+    if (is_server()) {
+      ring.tail().store(tx_pos, std::memory_order_release);
+    } else {
+      ring.head().store(tx_pos, std::memory_order_release);
+    }
+    // Against a receiver that unmasks and then looks at the ring
+    // (arm_wakeup): publish, then read the flag, never the other way round.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if ((ring.flags().load(std::memory_order_relaxed) & mp::kRingFlagMaskInterrupts) == 0) {
+      if (!still_nonblocking(tx_efd())) return false;
+      const std::uint64_t one = 1;
+      (void)!::write(tx_efd(), &one, sizeof one);
+    }
+    return true;
+  }
+
   std::size_t tx(std::span<const Frame> frames) {
     Ring& ring = tx_ring();
     const bool c2s_ring = !is_server();
@@ -797,23 +832,12 @@ struct MemifLink::Impl {
       (void)pool.free(owner, f.buffer);
     }
     if (state != State::kConnected) return taken;  // dropped mid-burst
-    if (sent > 0) {
-      if (is_server()) {
-        ring.tail().store(tx_pos, std::memory_order_release);
-      } else {
-        ring.head().store(tx_pos, std::memory_order_release);
-      }
-      // Against a receiver that unmasks and then looks at the ring
-      // (arm_wakeup): publish, then read the flag, never the other way round.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if ((ring.flags().load(std::memory_order_relaxed) & mp::kRingFlagMaskInterrupts) == 0) {
-        if (!still_nonblocking(tx_efd())) {
-          if (taken < frames.size()) ++counters.tx_full;
-          return taken;
-        }
-        const std::uint64_t one = 1;
-        (void)!::write(tx_efd(), &one, sizeof one);
-      }
+    tx_held = static_cast<std::uint16_t>(tx_held + sent);
+    // Held back only while there is room: a full ring is published at once
+    // (the peer must see it to free slots).
+    if (tx_held > 0 && (!tx_hold || tx_held >= kMaxHeld || free_slots == 0) && !publish()) {
+      if (taken < frames.size()) ++counters.tx_full;
+      return taken;
     }
     // For the next sends, once this burst is out (before it, the requests
     // for those lines would compete with the ones for the lines just
@@ -898,6 +922,8 @@ std::size_t MemifLink::rx_burst(std::span<Frame> out, Nanos now) {
     m.service(now);
   }
   if (m.state != State::kConnected || out.empty()) return 0;
+  if (m.tx_held > 0) (void)m.publish();  // a turn of the stack: what was held goes out
+  if (m.state != State::kConnected) return 0;
   std::size_t n = m.rx(out);
   if (n == 0 && m.config.interrupts && m.state == State::kConnected) {
     // Clear the eventfd, then look again so a frame published in between is
@@ -914,6 +940,7 @@ bool MemifLink::arm_wakeup() {
   Impl& m = *impl_;
   // Not connected: the epoll fd wakes on the control socket.
   if (m.state != State::kConnected) return true;
+  if (m.tx_held > 0 && !m.publish()) return true;  // nothing held through a sleep
   Ring& ring = m.rx_ring();
   ring.flags().store(0, std::memory_order_relaxed);
   // Unmask, then look at the ring (the peer publishes, then reads the flag):
@@ -942,13 +969,24 @@ void MemifLink::disarm_wakeup() {
 std::size_t MemifLink::tx_burst(std::span<const Frame> frames, Nanos now) {
   Impl& m = *impl_;
   if (m.state != State::kConnected) m.service(now);
-  if (frames.empty()) return 0;
+  if (frames.empty()) {
+    (void)m.publish();
+    return 0;
+  }
   if (m.state != State::kConnected) {
     ++m.counters.tx_full;
     return 0;
   }
   return m.tx(frames);
 }
+
+void MemifLink::set_tx_hold(bool hold) {
+  Impl& m = *impl_;
+  m.tx_hold = hold;
+  if (!hold) (void)m.publish();
+}
+
+Nanos MemifLink::next_deadline() const noexcept { return impl_->tx_held > 0 ? Nanos{0} : Nanos::max(); }
 
 Expected<std::unique_ptr<Link>, LinkError> open_memif(const LinkUri& uri, mem::PacketPool& pool,
                                                       mem::OwnerId owner) {

@@ -517,6 +517,94 @@ TEST_F(MemifTest, PollingModeWakesOnlyWhileArmed) {
   }
 }
 
+// set_tx_hold: frames taken while held stay out of the peer's view until
+// the hold ends, the sender's next rx_burst(), an empty tx_burst(), a sleep
+// (arm_wakeup), 32 of them, or a full ring; next_deadline() says "now"
+// meanwhile; a sleeping peer is woken when they show. Both directions.
+TEST_F(MemifTest, HeldFramesShowAtTheEndOfTheHold) {
+  make_server(6);  // 64 slots
+  make_client(6);
+  ASSERT_TRUE(pump());
+  for (auto [from, from_owner, to, to_owner] :
+       {std::tuple{client_.get(), client_owner_, server_.get(), server_owner_},
+        std::tuple{server_.get(), server_owner_, client_.get(), client_owner_}}) {
+    std::array<Frame, 64> in{};
+    std::uint32_t seed = 0;
+    const auto send = [&, from = from, from_owner = from_owner](int n) {
+      for (int i = 0; i < n; ++i) {
+        Frame f = frame(from_owner, pattern(80, seed++));
+        ASSERT_EQ(from->tx_burst({&f, 1}, kNow), 1u);
+      }
+    };
+    std::uint32_t next = 0;
+    const auto receive = [&, to = to, to_owner = to_owner](std::size_t want) {
+      const std::size_t n = to->rx_burst(in, kNow);
+      EXPECT_EQ(n, want);
+      for (std::size_t k = 0; k < n; ++k) EXPECT_EQ(take(to_owner, in[k]), pattern(80, next++));
+    };
+    EXPECT_EQ(from->next_deadline(), Nanos::max());
+    // The end of the hold.
+    from->set_tx_hold(true);
+    send(3);
+    EXPECT_EQ(from->next_deadline(), Nanos{0});
+    receive(0);
+    from->set_tx_hold(false);
+    EXPECT_EQ(from->next_deadline(), Nanos::max());
+    receive(3);
+    // The sender's next turn (rx_burst), and an empty tx_burst.
+    from->set_tx_hold(true);
+    send(2);
+    receive(0);
+    EXPECT_EQ(from->rx_burst(in, kNow), 0u);
+    receive(2);
+    send(1);
+    receive(0);
+    EXPECT_EQ(from->tx_burst({}, kNow), 0u);
+    receive(1);
+    // 32 held: shown without waiting for the end.
+    send(31);
+    receive(0);
+    send(1);
+    receive(32);
+    // A sleeping peer is woken when the hold ends, not before.
+    pollfd p{to->wait_fd(), POLLIN, 0};
+    EXPECT_TRUE(to->arm_wakeup());
+    send(1);
+    EXPECT_EQ(::poll(&p, 1, 0), 0);
+    from->set_tx_hold(false);
+    EXPECT_EQ(::poll(&p, 1, 1000), 1);
+    to->disarm_wakeup();
+    receive(1);
+    // The sender going to sleep shows what it held first.
+    from->set_tx_hold(true);
+    send(2);
+    EXPECT_TRUE(from->arm_wakeup());
+    from->disarm_wakeup();
+    receive(2);
+    from->set_tx_hold(false);
+  }
+}
+
+// A full ring is shown at once, held or not (the peer must free slots), and
+// what does not fit is refused as without the hold.
+TEST_F(MemifTest, HeldFullRingIsShownAndTheRestRefused) {
+  make_server(3);  // 8 slots
+  make_client(3);
+  ASSERT_TRUE(pump());
+  client_->set_tx_hold(true);
+  std::vector<Frame> out;
+  for (int i = 0; i < 10; ++i)
+    out.push_back(frame(client_owner_, pattern(100, static_cast<std::uint32_t>(i))));
+  EXPECT_EQ(client_->tx_burst(out, kNow), 8u);
+  for (std::size_t k = 8; k < out.size(); ++k) ASSERT_FALSE(pool_->free(client_owner_, out[k].buffer));
+  std::array<Frame, 16> in{};
+  const std::size_t n = server_->rx_burst(in, kNow);
+  EXPECT_EQ(n, 8u);
+  for (std::size_t k = 0; k < n; ++k)
+    EXPECT_EQ(take(server_owner_, in[k]), pattern(100, static_cast<std::uint32_t>(k)));
+  client_->set_tx_hold(false);
+}
+
 // Nothing a peer does leaks a descriptor: every fd it sent is closed when it
 // is dropped, and the server's own when it goes.
 TEST_F(MemifTest, NoDescriptorLeaks) {

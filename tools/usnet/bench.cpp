@@ -222,9 +222,9 @@ std::string table(const Report& rep, const BenchOptions& opt, const Placement& w
   t += core_to_core_note(rep, where);
   t += fmt::format(
       "\nround trip: one request of {} B in flight per connection ({} connection{}), answered whole; "
-      "msgs/s: one-way {} B messages, one send each, counted by the receiver; bulk: {} B per TCP send, {} B "
-      "UDP "
-      "datagrams.\n",
+      "msgs/s: one-way {} B messages, one send each, counted by the receiver (UDP: each its own datagram, "
+      "sent in bursts of 16: usnet's in a Stack::batch(), the kernel's by sendmmsg()); bulk: {} B per TCP "
+      "send, {} B UDP datagrams.\n",
       opt.size, opt.connections, opt.connections == 1 ? "" : "s", opt.size, bulk_tcp, bulk_udp);
   return t;
 }

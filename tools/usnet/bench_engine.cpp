@@ -603,9 +603,13 @@ int usnet_udp_client(const RunSpec& spec, const Placement& where, Report& r) {
         failure = "the server's address did not resolve in 2 s";
       }
       // The clock is read (and the stack polled) every 16 messages: a
-      // stream's sender has no reason to look at it more often.
+      // stream's sender has no reason to look at it more often. The 16 are
+      // sent as one batch (Stack::batch): each is its own send and frame,
+      // and the link shows them to the server together.
       Nanos tnow = Stack::now();
+      std::optional<Stack::TxBatch> burst;
       while (failure.empty() && !g_child_stop) {
+        if (!burst) burst.emplace(s);
         number_message(msg, seq);
         const auto e = sock->send_to(msg, server, tnow);
         if (e == std::errc::no_buffer_space) {
@@ -615,11 +619,13 @@ int usnet_udp_client(const RunSpec& spec, const Placement& where, Report& r) {
           break;
         }
         if ((++seq & 15) == 0) {
+          burst.reset();
           tnow = Stack::now();
           s.poll(tnow);
           if (Clock::now() >= end) break;
         }
       }
+      burst.reset();
       r.kv("sent_messages", static_cast<double>(seq));
       // The end, several times over (a marker could be lost); the server
       // may be gone after the first, so these may fail.
@@ -940,14 +946,29 @@ int kernel_udp_client(const RunSpec& spec, const Placement& where, Report& r) {
     if (failure.empty()) rtts.report(r, 1);
     r.kv("resent", static_cast<double>(resent));
   } else {
+    // Sixteen messages per sendmmsg(): the kernel's way of handing a burst
+    // over at once, as usnet's sender does with Stack::batch(). Each is
+    // still its own datagram. (Measured on loopback: ~4% more than a send()
+    // each; recvmmsg() in the receiver gained nothing.)
     std::uint64_t seq = 0;
-    while (!g_child_stop) {  // the clock every 16 messages, as usnet's sender
-      number_message(msg, seq);
-      if (::send(fd, msg.data(), spec.size, 0) < 0 && errno != ENOBUFS && errno != EAGAIN) {
-        failure = errno_text("send");
+    std::vector<std::vector<std::byte>> msgs(16, make_message(spec.size));
+    std::array<iovec, 16> iov{};
+    std::array<mmsghdr, 16> hdr{};
+    for (std::size_t i = 0; i < 16; ++i) {
+      iov[i] = {msgs[i].data(), spec.size};
+      hdr[i].msg_hdr.msg_iov = &iov[i];
+      hdr[i].msg_hdr.msg_iovlen = 1;
+    }
+    while (!g_child_stop) {
+      for (std::size_t i = 0; i < 16; ++i) number_message(msgs[i], seq + i);
+      const int n = ::sendmmsg(fd, hdr.data(), 16, 0);
+      if (n < 0 && errno != ENOBUFS && errno != EAGAIN) {
+        failure = errno_text("sendmmsg");
         break;
       }
-      if ((++seq & 15) == 0 && Clock::now() >= end) break;
+      // What was sent, or the one refused (lost, as a send() would lose it).
+      seq += n > 0 ? static_cast<std::uint64_t>(n) : 1;
+      if (Clock::now() >= end) break;
     }
     r.kv("sent_messages", static_cast<double>(seq));
     const std::array<std::byte, kEndMarker> marker{};

@@ -96,6 +96,7 @@ class FaultInjector final : public Link {
   int wait_fd() const noexcept override { return inner_->wait_fd(); }
   bool arm_wakeup() override { return inner_->arm_wakeup(); }
   void disarm_wakeup() override { inner_->disarm_wakeup(); }
+  void set_tx_hold(bool hold) override { inner_->set_tx_hold(hold); }
   Nanos next_deadline() const noexcept override;
   const LinkCounters& counters() const noexcept override { return inner_->counters(); }
   std::error_code steer(const SteerRule& rule, bool add) override { return inner_->steer(rule, add); }

@@ -121,6 +121,13 @@ class Link {
   virtual bool arm_wakeup() { return true; }
   virtual void disarm_wakeup() {}
 
+  // A hint from a sender with more frames to come (Stack::TxBatch): while
+  // held, a link may keep frames it took from its peer's view, to show them
+  // all at once (memif: one store of the ring's index for many frames); it
+  // shows them when the hold ends, at the latest, and by the rules above.
+  // Taking a frame and refusing one work as without the hold.
+  virtual void set_tx_hold(bool hold) { (void)hold; }
+
   // The earliest time at which the link has work of its own (a delayed
   // frame to release), or Nanos::max() if none.
   virtual Nanos next_deadline() const noexcept { return Nanos::max(); }

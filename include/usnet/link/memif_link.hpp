@@ -147,6 +147,13 @@ class MemifLink final : public Link {
   int wait_fd() const noexcept override;
   bool arm_wakeup() override;
   void disarm_wakeup() override;
+  // While held, frames are written into the ring but made visible to the
+  // peer (one store of the ring's index, one look at its wake-up flag) once
+  // per 32, or when the ring fills, and at the latest at the next
+  // rx_burst(), empty tx_burst(), arm_wakeup() or set_tx_hold(false).
+  void set_tx_hold(bool hold) override;
+  // 0 while frames are held (a loop must not sleep on them), else none.
+  Nanos next_deadline() const noexcept override;
   const LinkCounters& counters() const noexcept override;
 
   // Services the control socket now: accepts, advances the handshake, sees
