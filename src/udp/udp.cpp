@@ -378,29 +378,29 @@ std::error_code UdpLayer::send(UdpSocket& s, std::span<const std::byte> payload,
   if (!s.bound_) {
     if (auto ec = s.bind({})) return fail(ec);
   }
-  wire::Ipv4Addr src = s.local_.addr;
-  if (src.is_unspecified()) {
-    auto from = iface_->source_for(to.addr);
-    if (!from) return fail(err(std::errc::network_unreachable));
-    src = *from;
-  }
   const wire::UdpRepr udp{s.local_.port, to.port, static_cast<std::uint16_t>(payload.size())};
-  const auto ph = wire::PseudoHeader::v4(src, to.addr);
   const auto mode = iface_->tx_checksum_mode();
   net::SendOptions o;
   o.ttl = s.options_.ttl;
   o.dscp = s.options_.dscp;
-  o.source = src;
+  o.source = s.local_.addr;  // unspecified: the route's
   const std::size_t len = wire::UdpView::kHeaderLen + payload.size();
   if (len <= iface_->mtu() - net::Interface::kIpHeaderLen) {
-    // One frame: built in place, the payload copied once.
+    // One frame: built in place, the payload copied once; the route is
+    // looked up once, by reserve(), which also picks the source address.
     auto d = iface_->reserve(to.addr, kProtocol, len, o);
     if (!d) return fail(d.error());
     const std::span<std::byte> out = d->payload();
     if (!payload.empty()) std::memcpy(out.data() + wire::UdpView::kHeaderLen, payload.data(), payload.size());
-    (void)udp.emit(out, ph, mode);
+    (void)udp.emit(out, wire::PseudoHeader::v4(d->source(), to.addr), mode);
     if (auto ec = iface_->transmit(*d, now)) return fail(ec);
   } else {
+    if (o.source.is_unspecified()) {
+      auto from = iface_->source_for(to.addr);
+      if (!from) return fail(err(std::errc::network_unreachable));
+      o.source = *from;
+    }
+    const auto ph = wire::PseudoHeader::v4(o.source, to.addr);
     // Fragments: Interface::send splits the datagram, so it is built here
     // first (header in front of the payload) and copied into the frames.
     scratch_.resize(len);

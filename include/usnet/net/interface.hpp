@@ -124,6 +124,9 @@ struct SendOptions {
 class OutboundDatagram {
  public:
   std::span<std::byte> payload() const noexcept { return payload_; }
+  // The source address in its IPv4 header (SendOptions::source, or the
+  // route's when that was unspecified).
+  wire::Ipv4Addr source() const noexcept { return src_; }
 
  private:
   friend class Interface;
