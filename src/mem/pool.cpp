@@ -217,9 +217,9 @@ void PacketPool::release_segment(std::uint32_t segment) noexcept {
   ++segments_released_;
 }
 
-std::optional<BufIndex> PacketPool::take_buffer() noexcept {
+BufIndex PacketPool::take_buffer() noexcept {
   if (with_free_.empty()) {
-    if (inactive_.empty()) return std::nullopt;
+    if (inactive_.empty()) return kNoBuffer;
     activate_segment(inactive_.lowest());
   }
   const std::uint32_t s = with_free_.lowest();
@@ -234,20 +234,20 @@ void PacketPool::put_buffer(BufIndex index) noexcept {
   if (free_count_[s] == 1) with_free_.insert(s);
 }
 
-std::optional<BufIndex> PacketPool::alloc_one(std::uint16_t slot) noexcept {
+BufIndex PacketPool::alloc_one(std::uint16_t slot) noexcept {
   Owner& o = owners_[slot];
   const std::uint32_t working_set_before = o.working_set;
   if (!admit_one(o)) {
     ++refused_;
-    return std::nullopt;
+    return kNoBuffer;
   }
-  const auto index = take_buffer();
-  if (!index) {
+  const BufIndex index = take_buffer();
+  if (index == kNoBuffer) {
     o.working_set = working_set_before;  // the pool, not the owner, ran out
     ++refused_;
-    return std::nullopt;
+    return kNoBuffer;
   }
-  owner_of_[*index] = slot;
+  owner_of_[index] = slot;
   ++o.held;
   note_usage(o);
   in_use_.add(1);
@@ -269,9 +269,9 @@ Expected<BufIndex, std::error_code> PacketPool::alloc(OwnerId owner) noexcept {
     ++invalid_;
     return unexpected(einval());
   }
-  const auto index = alloc_one(slot);
-  if (!index) return unexpected(enobufs());
-  return *index;
+  const BufIndex index = alloc_one(slot);
+  if (index == kNoBuffer) return unexpected(enobufs());
+  return index;
 }
 
 std::size_t PacketPool::alloc_batch(OwnerId owner, std::span<BufIndex> out) noexcept {
@@ -282,9 +282,9 @@ std::size_t PacketPool::alloc_batch(OwnerId owner, std::span<BufIndex> out) noex
   }
   std::size_t n = 0;
   for (; n < out.size(); ++n) {
-    const auto index = alloc_one(slot);
-    if (!index) break;
-    out[n] = *index;
+    const BufIndex index = alloc_one(slot);
+    if (index == kNoBuffer) break;
+    out[n] = index;
   }
   return n;
 }

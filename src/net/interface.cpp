@@ -80,15 +80,15 @@ wire::ChecksumMode Interface::tx_checksum_mode() const noexcept {
                                                                      : wire::ChecksumMode::Verify;
 }
 
-std::optional<link::Frame> Interface::alloc_frame() noexcept {
+bool Interface::alloc_frame(link::Frame& f) noexcept {
   auto b = pool_->alloc(owner_);
   if (!b) {
     counters_.drop(DropReason::NoBuffer);
-    return std::nullopt;
+    return false;
   }
-  link::Frame f;
+  f = link::Frame{};
   f.buffer = *b;
-  return f;
+  return true;
 }
 
 bool Interface::flush_tx(Nanos now) {
@@ -459,8 +459,9 @@ std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::u
   std::size_t off = 0;
   do {
     const std::size_t len = std::min(per_frag, payload.size() - off);
-    auto f = alloc_frame();
-    if (!f) {
+    link::Frame frame;
+    link::Frame* f = &frame;
+    if (!alloc_frame(frame)) {
       for (const auto& g : frags_) free_frame(g);
       frags_.clear();
       return err(std::errc::no_buffer_space);
@@ -494,8 +495,9 @@ Expected<OutboundDatagram, std::error_code> Interface::reserve(wire::Ipv4Addr ds
   }
   const auto r = route(options.source, dst);
   if (!r) return unexpected(r.error());
-  auto f = alloc_frame();
-  if (!f) return unexpected(err(std::errc::no_buffer_space));
+  link::Frame frame;
+  link::Frame* f = &frame;
+  if (!alloc_frame(frame)) return unexpected(err(std::errc::no_buffer_space));
   const auto mode = tx_checksum_mode();
   auto buf = pool_->buffer(f->buffer);
   write_headers(buf, r->src, dst, protocol, options, next_ident_++, false, 0, length, mode);
@@ -570,8 +572,9 @@ void Interface::send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target
 
 void Interface::send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac,
                          wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip) {
-  auto f = alloc_frame();
-  if (!f) return;
+  link::Frame frame;
+  link::Frame* f = &frame;
+  if (!alloc_frame(frame)) return;
   auto buf = pool_->buffer(f->buffer);
   const wire::MacAddr our_mac = link_->info().mac;
   wire::EthernetRepr eth{eth_dst, our_mac, wire::ethertype::kArp, std::nullopt};

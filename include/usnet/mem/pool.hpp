@@ -243,11 +243,17 @@ class PacketPool {
   // Makes room for one more buffer held by `o`: grows W if it is dry.
   // False (nothing changed) if the owner is at its ceiling.
   bool admit_one(Owner& o) noexcept;
-  // Pops a free buffer, bringing a segment into use if needed.
-  std::optional<BufIndex> take_buffer() noexcept;
+  // "No buffer" from the two below. Not an optional: GCC returns an
+  // optional<uint32_t> built by two stores and read back by one load, a
+  // failed store forward that waits for every older store to drain (on a
+  // send path, stores into a peer's cache lines).
+  static constexpr BufIndex kNoBuffer = 0xffffffffu;
+  // Pops a free buffer, bringing a segment into use if needed; kNoBuffer.
+  BufIndex take_buffer() noexcept;
   void put_buffer(BufIndex index) noexcept;
-  // One allocation for the owner in `slot`, without the process-wide count.
-  std::optional<BufIndex> alloc_one(std::uint16_t slot) noexcept;
+  // One allocation for the owner in `slot`, without the process-wide count;
+  // kNoBuffer if refused.
+  BufIndex alloc_one(std::uint16_t slot) noexcept;
   // Frees a buffer known to be held by the owner in `slot`, likewise.
   void free_one(std::uint16_t slot, BufIndex index) noexcept;
   void activate_segment(std::uint32_t segment) noexcept;

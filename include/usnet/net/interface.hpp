@@ -270,7 +270,9 @@ class Interface {
   void send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip, Nanos now);
   void send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac, wire::Ipv4Addr sender_ip,
                 wire::Ipv4Addr target_ip);
-  std::optional<link::Frame> alloc_frame() noexcept;
+  // A frame with a fresh buffer in `f`; false (counted) when the pool has
+  // none. An out-parameter, not an optional: see PacketPool::kNoBuffer.
+  bool alloc_frame(link::Frame& f) noexcept;
   void queue_tx(const link::Frame& f) { tx_.push_back(f); }
   // Hands the queued frames to the link; false if it refused some (freed, counted).
   bool flush_tx(Nanos now);
