@@ -564,6 +564,22 @@ TEST(PacketPool, IdlePeriodIsConfigurable) {
 
 // --- Buffer memory -------------------------------------------------------
 
+// Segments that buffers fill exactly: buffer i starts i buffers in, across
+// segment boundaries, and index_of() finds it again.
+TEST(PacketPool, DenseSegmentsPlaceBuffersEndToEnd) {
+  Harness h(config(3));
+  const OwnerId a = h.add_owner(0, 64);
+  auto bufs = h.alloc_n(a, 3 * kPerSegment);
+  for (BufIndex i : bufs) {
+    auto s = h->buffer(i);
+    ASSERT_EQ(s.size(), kBufferSize);
+    EXPECT_EQ(s.data(), h.memory().data() + std::size_t{i} * kBufferSize);
+    EXPECT_EQ(h->index_of(s.data() + kBufferSize - 1), i);
+  }
+  EXPECT_TRUE(h->buffer(static_cast<BufIndex>(3 * kPerSegment)).empty());  // past the last
+  h.free_all(a, bufs);
+}
+
 TEST(PacketPool, BuffersAreDisjointAndInsideTheMemoryGiven) {
   PoolConfig c = config(3);
   c.buffer_size = kSegmentBytes / 5 + 8;  // 4 per segment and a tail left over

@@ -166,6 +166,8 @@ class PacketPool {
   // The buffer's bytes; empty if the index is out of range.
   std::span<std::byte> buffer(BufIndex index) const noexcept {  // inline: on every packet's path
     if (!valid_index(index)) return {};
+    // Segments without an unused tail (the usual sizes): no division.
+    if (dense_) return memory_.subspan(std::size_t{index} * config_.buffer_size, config_.buffer_size);
     const std::size_t s = index / per_segment_;
     const std::size_t i = index % per_segment_;
     return memory_.subspan(s * config_.segment_bytes + i * config_.buffer_size, config_.buffer_size);
@@ -265,6 +267,7 @@ class PacketPool {
   std::span<std::byte> memory_;
   SegmentHooks hooks_;
   std::uint32_t per_segment_ = 0;
+  bool dense_ = false;  // segment_bytes == per_segment_ * buffer_size
 
   std::vector<std::uint16_t> owner_of_;       // per buffer: owner slot, kNoOwner if free
   std::vector<BufIndex> free_stack_;          // per segment, a slice of per_segment_ entries
