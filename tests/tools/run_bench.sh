@@ -70,7 +70,7 @@ EOF
 if [[ $mode == memif ]]; then
   echo "== usnet demo --quick"
   (cd "$work" && "$usnet" demo --quick -o "$work/demo" >"$work/demo.out" 2>"$work/demo.err") ||
-    { cat "$work/demo.out" "$work/demo.err"; fail "usnet demo exited with $?"; }
+    { rc=$?; cat "$work/demo.out" "$work/demo.err"; fail "usnet demo exited with $rc"; }
   cat "$work/demo.out"
   for label in "usnet TCP" "kernel TCP" "ZeroMQ" "usnet UDP" "kernel UDP" "usnet TCP vs kernel TCP" \
     "usnet TCP vs ZeroMQ" "usnet UDP vs kernel UDP" "usnet UDP vs ZeroMQ"; do
