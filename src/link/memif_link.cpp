@@ -892,6 +892,7 @@ Expected<std::unique_ptr<MemifLink>, LinkError> MemifLink::create(const MemifCon
   impl->info.name = config.name.empty() ? "memif:" + config.socket_path : config.name;
   impl->info.mac = config.mac == wire::MacAddr{} ? made_up_mac() : config.mac;
   impl->info.mtu = config.mtu;
+  if (!config.checksums) impl->info.offloads |= Offload::kNoChecksums;
   impl->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!impl->epoll.valid()) return unexpected(link_error(config, errno, "epoll_create1"));
   if (config.role == MemifRole::kServer) {
@@ -1026,10 +1027,13 @@ Expected<std::unique_ptr<Link>, LinkError> open_memif(const LinkUri& uri, mem::P
                                          std::to_string(kMemifMaxMtu)));
       }
       c.buffer_size = memif_buffer_size_for(c.mtu);
+    } else if (key == "checksums" && (value == "on" || value == "off")) {
+      c.checksums = value == "on";
     } else {
       return unexpected(LinkError{std::make_error_code(std::errc::invalid_argument),
                                   "memif:" + uri.target + ": unknown parameter or value '" + key + "=" +
-                                      value + "' (role=server|client, id=N, secret=S, mtu=N)"});
+                                      value +
+                                      "' (role=server|client, id=N, secret=S, mtu=N, checksums=on|off)"});
     }
   }
   auto link = MemifLink::create(c, pool, owner);

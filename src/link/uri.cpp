@@ -53,13 +53,13 @@ bool is_control(char c) {
 struct Scheme {
   std::string_view name;
   std::string_view target_kind;          // "interface name", "socket path", "name"
-  std::array<std::string_view, 4> keys;  // accepted parameter keys; empty ones unused
+  std::array<std::string_view, 5> keys;  // accepted parameter keys; empty ones unused
 };
 
 constexpr std::array<Scheme, 5> kSchemes = {{
     {"tap", "interface name", {}},
     {"af_packet", "interface name", {"ring"}},
-    {"memif", "socket path", {"role", "id", "secret", "mtu"}},
+    {"memif", "socket path", {"role", "id", "secret", "mtu", "checksums"}},
     {"af_xdp", "interface name", {"queue", "mode", "busy_poll", "steer"}},
     {"mem", "name", {}},
 }};
@@ -169,6 +169,11 @@ class Checker {
       // Microseconds the kernel may busy-poll the device (SO_BUSY_POLL).
       if (decimal_at_most(value, 1000000)) return {};
       return "busy_poll " + quoted(value) + " is not a number of microseconds from 0 to 1000000";
+    }
+    if (key == "checksums") {
+      // memif between two usnet stacks: none computed or checked.
+      if (value == "on" || value == "off") return {};
+      return "checksums " + quoted(value) + " is not on or off";
     }
     if (key == "ring") {
       // af_packet: TPACKET_V3 blocks or TPACKET_V2 frame slots.

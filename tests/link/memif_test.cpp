@@ -312,6 +312,15 @@ TEST_F(MemifTest, OpenFromUri) {
   auto b = open_memif(bad, *pool_, server_owner_);
   ASSERT_FALSE(b);
   EXPECT_NE(b.error().message.find("role=master"), std::string::npos) << b.error().message;
+  EXPECT_EQ((*s)->info().offloads & Offload::kNoChecksums, 0u);  // checked by default
+  LinkUri off{"memif", dir_.sock("c.sock"), {{"role", "server"}, {"checksums", "off"}}};
+  auto o = open_memif(off, *pool_, server_owner_);
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_NE((*o)->info().offloads & Offload::kNoChecksums, 0u);
+  LinkUri maybe{"memif", dir_.sock("d.sock"), {{"checksums", "maybe"}}};
+  auto m = open_memif(maybe, *pool_, server_owner_);
+  ASSERT_FALSE(m);
+  EXPECT_NE(m.error().message.find("checksums=on|off"), std::string::npos) << m.error().message;
 }
 
 // mtu=N in the URI sets the MTU and the ring buffers the client offers, so

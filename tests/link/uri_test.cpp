@@ -50,6 +50,7 @@ TEST(LinkUri, MemifTakesAnAbsolutePathAndARole) {
   EXPECT_EQ(ok("memif:/tmp/a.sock?role=client").param("role"), "client");
   EXPECT_EQ(ok("memif:/tmp/a.sock?mtu=68").param("mtu"), "68");
   EXPECT_EQ(ok("memif:/tmp/a.sock?role=server&mtu=65517").param("mtu"), "65517");
+  EXPECT_EQ(ok("memif:/tmp/a.sock?checksums=off").param("checksums"), "off");
   EXPECT_EQ(ok("memif:/").target, "/");
   EXPECT_EQ(ok("memif:/" + std::string(106, 'p')).target.size(), 107u);
 }
@@ -157,7 +158,7 @@ TEST(LinkUri, UnknownParameters) {
             "\"af_packet:x?queue=1\": unknown parameter \"queue\" (expected ring)");
   EXPECT_EQ(error_of("mem:x?a=b"), "\"mem:x?a=b\": unknown parameter \"a\" (mem takes no parameters)");
   EXPECT_EQ(error_of("memif:/s?mode=zc"),
-            "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id, secret or mtu)");
+            "\"memif:/s?mode=zc\": unknown parameter \"mode\" (expected role, id, secret, mtu or checksums)");
   EXPECT_EQ(
       error_of("af_xdp:eth0?role=server"),
       "\"af_xdp:eth0?role=server\": unknown parameter \"role\" (expected queue, mode, busy_poll or steer)");
@@ -174,6 +175,7 @@ TEST(LinkUri, BadValues) {
   EXPECT_EQ(error_of("af_xdp:eth0?mode="), "\"af_xdp:eth0?mode=\": unknown mode \"\" (expected zc or copy)");
   EXPECT_EQ(error_of("memif:/s?role=master"),
             "\"memif:/s?role=master\": unknown role \"master\" (expected server or client)");
+  EXPECT_EQ(error_of("memif:/s?checksums=no"), "\"memif:/s?checksums=no\": checksums \"no\" is not on or off");
   for (const char* m : {"", "0", "67", "65518", "-1500", "9k", "99999999999999999999"}) {
     const std::string uri = std::string("memif:/s?mtu=") + m;
     EXPECT_EQ(error_of(uri), "\"" + uri + "\": mtu \"" + m + "\" is not a decimal number from 68 to 65517");

@@ -29,7 +29,7 @@ void add_stack_options(CLI::App* cmd, StackOptions& opt) {
   cmd->add_option("-l,--link", opt.link,
                   "Link URI: tap:NAME, af_packet:IFNAME[?ring=blocks|frames], "
                   "af_xdp:IFNAME[?queue=N&mode=zc|copy&busy_poll=US&steer=served|all], "
-                  "memif:/path.sock[?role=server|client&id=N&secret=S&mtu=N]")
+                  "memif:/path.sock[?role=server|client&id=N&secret=S&mtu=N&checksums=on|off]")
       ->required();
   cmd->add_option("-a,--addr", opt.addr, "usnet's IPv4 address and prefix length")->capture_default_str();
   cmd->add_option("-g,--gateway", opt.gateway, "Default gateway (on a connected network)");

@@ -90,7 +90,13 @@ struct MemifConfig {
   // not sent); the URI's mtu=N sets it and buffer_size together.
   std::uint32_t mtu = 1500;
   bool interrupts = false;  // see "Mode" above
-  std::string name;         // LinkInfo::name; the socket path if empty
+  // false: no IPv4, UDP or TCP checksums computed on transmit nor checked
+  // on receive (Offload::kNoChecksums), as the kernel's loopback does: bytes
+  // in shared memory are not corrupted on the way. Only between two usnet
+  // stacks that both set it (a peer that checks would drop every frame).
+  // The URI's checksums=off.
+  bool checksums = true;
+  std::string name;  // LinkInfo::name; the socket path if empty
 };
 
 // Why a connection ended or a peer was refused.
