@@ -618,6 +618,7 @@ struct MemifLink::Impl {
   // headers and payload).
   static constexpr std::uint16_t kWarmAhead = 8;
   static constexpr int kAheadLines = 2;
+  static constexpr std::uint16_t kReadAhead = 4;
   static void hint_read(const std::byte* p) noexcept {
     for (int i = 0; i < kHintLines; ++i) __builtin_prefetch(p + i * 64, 0, 3);
   }
@@ -691,6 +692,16 @@ struct MemifLink::Impl {
       std::uint16_t s = pos;
       bool complete = false;
       while (s != limit) {
+        // A few frames ahead, when published: their bytes (the reader is
+        // behind the writer, a burst is waiting).
+        const auto ahead = static_cast<std::uint16_t>(s + kReadAhead);
+        if (static_cast<std::uint16_t>(limit - s) > kReadAhead) {
+          if (!is_server()) {
+            hint_read(client_base + client_buffer(false, ahead));
+          } else if (const std::byte* b = rx_seen[ahead & ring.mask()]) {
+            hint_read(b);
+          }
+        }
         const mp::Desc d = mp::read_desc(ring.desc(s));
         const auto src = resolve(d, c2s_ring, s, d.length);
         if (src.data() == nullptr) {
