@@ -163,8 +163,9 @@ class Stack {
   void wait(Nanos until, Nanos max_sleep = std::chrono::milliseconds(50));
 
   // Sends made while the returned TxBatch lives may reach the peer as one
-  // burst (see TxBatch). Batches nest; the outermost one's end counts.
-  TxBatch batch();
+  // burst (see TxBatch). Batches nest; the outermost one's end counts. A
+  // batch must end before shutdown() and the stack's destruction.
+  [[nodiscard]] TxBatch batch();
 
   // The built-in loop's turn: poll(), then in adaptive mode sleep when
   // nothing has arrived for `loop.spin`. Returns poll()'s answer.
@@ -223,13 +224,13 @@ class Stack {
 //     auto burst = stack->batch();
 //     for (const auto& m : messages) sock->send_to(m, to, now);
 //   }  // the peer sees them here
-class Stack::TxBatch {
+class [[nodiscard]] Stack::TxBatch {
  public:
   explicit TxBatch(Stack& s) : stack_(&s) {
     if (stack_->batch_depth_++ == 0) stack_->link_->set_tx_hold(true);
   }
   ~TxBatch() {
-    if (--stack_->batch_depth_ == 0) stack_->link_->set_tx_hold(false);
+    if (--stack_->batch_depth_ == 0 && stack_->link_) stack_->link_->set_tx_hold(false);
   }
   TxBatch(const TxBatch&) = delete;
   TxBatch& operator=(const TxBatch&) = delete;

@@ -261,6 +261,7 @@ struct MemifLink::Impl {
     got_init = false;
     state = State::kIdle;
     rx_pos = tx_pos = refill_pos = tx_peer = 0;
+    stats.tx_held_lost += tx_held;
     tx_held = 0;
   }
 
@@ -862,9 +863,9 @@ struct MemifLink::Impl {
       if (taken < frames.size()) ++counters.tx_full;
       return taken;
     }
-    // For the next sends, once this burst is out (before it, the requests
-    // for those lines would compete with the ones for the lines just
-    // written, which the reader is waiting for).
+    // For the next sends, after this burst's stores (before them, the
+    // requests for those lines would compete with the ones for the lines
+    // just written, which the reader is waiting for).
     warm_tx_ahead(ring, free_slots);
     if (taken < frames.size()) ++counters.tx_full;
     return taken;

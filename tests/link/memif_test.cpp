@@ -594,6 +594,29 @@ TEST_F(MemifTest, HeldFramesShowAtTheEndOfTheHold) {
   }
 }
 
+// Frames held when the connection ends are counted as lost; the next
+// connection starts with none held.
+TEST_F(MemifTest, HeldFramesLostWithTheConnectionAreCounted) {
+  make_server();
+  make_client();
+  ASSERT_TRUE(pump());
+  client_->set_tx_hold(true);
+  for (int i = 0; i < 2; ++i) {
+    Frame f = frame(client_owner_, pattern(70, static_cast<std::uint32_t>(i)));
+    ASSERT_EQ(client_->tx_burst({&f, 1}, kNow), 1u);
+  }
+  EXPECT_EQ(client_->next_deadline(), Nanos{0});
+  server_.reset();
+  client_->poll_control(kNow);  // sees the server gone (no publish on the way)
+  EXPECT_FALSE(client_->connected());
+  EXPECT_EQ(client_->stats().tx_held_lost, 2u);
+  EXPECT_EQ(client_->next_deadline(), Nanos::max());
+  client_->set_tx_hold(false);
+  make_server();
+  ASSERT_TRUE(pump());
+  exchange(*client_, client_owner_, *server_, server_owner_, 5, 2, 9);
+}
+
 // A full ring is shown at once, held or not (the peer must free slots), and
 // what does not fit is refused as without the hold.
 TEST_F(MemifTest, HeldFullRingIsShownAndTheRestRefused) {

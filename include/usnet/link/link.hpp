@@ -123,9 +123,11 @@ class Link {
 
   // A hint from a sender with more frames to come (Stack::TxBatch): while
   // held, a link may keep frames it took from its peer's view, to show them
-  // all at once (memif: one store of the ring's index for many frames); it
-  // shows them when the hold ends, at the latest, and by the rules above.
-  // Taking a frame and refusing one work as without the hold.
+  // all at once (memif: one store of the ring's index for many frames). It
+  // shows them when the hold ends at the latest, and meanwhile at the next
+  // rx_burst(), empty tx_burst() or arm_wakeup(); its next_deadline() is
+  // then "now", so a loop on wait_fd() polls rather than sleeps. Taking a
+  // frame and refusing one work as without the hold.
   virtual void set_tx_hold(bool hold) { (void)hold; }
 
   // The earliest time at which the link has work of its own (a delayed

@@ -90,11 +90,11 @@ struct MemifConfig {
   // not sent); the URI's mtu=N sets it and buffer_size together.
   std::uint32_t mtu = 1500;
   bool interrupts = false;  // see "Mode" above
-  // false: no IPv4, UDP or TCP checksums computed on transmit nor checked
-  // on receive (Offload::kNoChecksums), as the kernel's loopback does: bytes
-  // in shared memory are not corrupted on the way. Only between two usnet
-  // stacks that both set it (a peer that checks would drop every frame).
-  // The URI's checksums=off.
+  // false: no checksums computed on transmit nor checked on receive (IPv4
+  // header, ICMP, UDP, TCP: Offload::kNoChecksums), as the kernel's
+  // loopback skips UDP's and TCP's: bytes in shared memory are not
+  // corrupted on the way. Only between two usnet stacks that both set it (a
+  // peer that checks would drop every frame). The URI's checksums=off.
   bool checksums = true;
   std::string name;  // LinkInfo::name; the socket path if empty
 };
@@ -122,6 +122,9 @@ struct MemifStats {
   std::array<std::uint64_t, static_cast<std::size_t>(MemifDrop::kCount)> drops{};
   std::string last_drop;       // "bad descriptor: offset past region" (ours) or the peer's text
   std::uint64_t rx_empty = 0;  // zero-length frames received, dropped
+  // Frames written into the ring but still held (set_tx_hold) when the
+  // connection ended: counted as sent in tx_frames, never seen by the peer.
+  std::uint64_t tx_held_lost = 0;
 
   std::uint64_t drop_count(MemifDrop r) const noexcept { return drops[static_cast<std::size_t>(r)]; }
 };
@@ -156,7 +159,8 @@ class MemifLink final : public Link {
   // While held, frames are written into the ring but made visible to the
   // peer (one store of the ring's index, one look at its wake-up flag) once
   // per 32, or when the ring fills, and at the latest at the next
-  // rx_burst(), empty tx_burst(), arm_wakeup() or set_tx_hold(false).
+  // rx_burst(), empty tx_burst(), arm_wakeup() or set_tx_hold(false). Held
+  // frames are lost if the connection ends first (stats().tx_held_lost).
   void set_tx_hold(bool hold) override;
   // 0 while frames are held (a loop must not sleep on them), else none.
   Nanos next_deadline() const noexcept override;
