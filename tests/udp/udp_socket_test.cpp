@@ -311,7 +311,7 @@ TEST(Udp, ReceiveQueueIsBounded) {
 }
 
 // The queue is a ring that grows: datagrams come out in the order they
-// came in across its wrap and its growth (8 slots, then 16, 32), each
+// came in across its wrap and its growth (8 slots, then 16, 32, 64), each
 // with its own bytes, through both receives, and every buffer goes back.
 TEST(Udp, ReceiveQueueKeepsOrderAcrossWrapAndGrowth) {
   TestPool pool;

@@ -227,8 +227,8 @@ std::string table(const Report& rep, const BenchOptions& opt, const Placement& w
       "send, {} B UDP datagrams.\n",
       opt.size, opt.connections, opt.connections == 1 ? "" : "s", opt.size, bulk_tcp, bulk_udp);
   if (opt.link == "memif") {
-    t += "usnet's two stacks share memory: their memif carries no IPv4/UDP/TCP checksums (checksums=off), as "
-         "the kernel's loopback computes none.\n";
+    t += "usnet's two stacks share memory: their memif carries no checksums (checksums=off); the kernel's "
+         "loopback computes no UDP/TCP checksums either (it does the IPv4 header's).\n";
   }
   return t;
 }
@@ -437,7 +437,8 @@ int run_bench(BenchOptions opt) {
       return 1;
     }
     tmp = tmpl;
-    // Two usnet stacks: no checksums, as the kernel's loopback computes none.
+    // Two usnet stacks: no checksums (the kernel's loopback computes no UDP
+    // or TCP ones).
     where.server_link =
         fmt::format("memif:{}/link.sock?role=server&mtu={}&checksums=off", tmp.string(), opt.mtu);
     where.client_link = fmt::format("memif:{}/link.sock?mtu={}&checksums=off", tmp.string(), opt.mtu);

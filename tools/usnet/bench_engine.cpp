@@ -966,7 +966,9 @@ int kernel_udp_client(const RunSpec& spec, const Placement& where, Report& r) {
         failure = errno_text("sendmmsg");
         break;
       }
-      // What was sent, or the one refused (lost, as a send() would lose it).
+      // Those sent keep their numbers; after a partial send the rest are
+      // numbered again in the next call. A call that sent none (ENOBUFS)
+      // loses its first message, as a send() would, and its number.
       seq += n > 0 ? static_cast<std::uint64_t>(n) : 1;
       if (Clock::now() >= end) break;
     }

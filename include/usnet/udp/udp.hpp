@@ -197,6 +197,10 @@ namespace detail {
 // datagram (a std::deque allocated and freed a block every few).
 class DatagramQueue {
  public:
+  DatagramQueue() = default;
+  DatagramQueue(const DatagramQueue&) = delete;
+  DatagramQueue& operator=(const DatagramQueue&) = delete;
+
   bool empty() const noexcept { return count_ == 0; }
   std::size_t size() const noexcept { return count_; }
   UdpDatagram& front() noexcept { return slots_[head_]; }
