@@ -175,7 +175,8 @@ TEST(LinkUri, BadValues) {
   EXPECT_EQ(error_of("af_xdp:eth0?mode="), "\"af_xdp:eth0?mode=\": unknown mode \"\" (expected zc or copy)");
   EXPECT_EQ(error_of("memif:/s?role=master"),
             "\"memif:/s?role=master\": unknown role \"master\" (expected server or client)");
-  EXPECT_EQ(error_of("memif:/s?checksums=no"), "\"memif:/s?checksums=no\": checksums \"no\" is not on or off");
+  EXPECT_EQ(error_of("memif:/s?checksums=no"),
+            "\"memif:/s?checksums=no\": checksums \"no\" is not on or off");
   for (const char* m : {"", "0", "67", "65518", "-1500", "9k", "99999999999999999999"}) {
     const std::string uri = std::string("memif:/s?mtu=") + m;
     EXPECT_EQ(error_of(uri), "\"" + uri + "\": mtu \"" + m + "\" is not a decimal number from 68 to 65517");
