@@ -459,19 +459,18 @@ std::error_code Interface::output(wire::Ipv4Addr src, wire::Ipv4Addr dst, std::u
   std::size_t off = 0;
   do {
     const std::size_t len = std::min(per_frag, payload.size() - off);
-    link::Frame frame;
-    link::Frame* f = &frame;
-    if (!alloc_frame(frame)) {
+    link::Frame f;
+    if (!alloc_frame(f)) {
       for (const auto& g : frags_) free_frame(g);
       frags_.clear();
       return err(std::errc::no_buffer_space);
     }
-    auto buf = pool_->buffer(f->buffer);
+    auto buf = pool_->buffer(f.buffer);
     write_headers(buf, r->src, dst, protocol, options, ident, off + len < payload.size(), off, len, mode);
     if (len != 0) std::memcpy(buf.data() + kHeadroom, payload.data() + off, len);
-    f->length = static_cast<std::uint32_t>(kHeadroom + len);
-    if (mode == wire::ChecksumMode::Ignore) f->flags = link::FrameFlag::kChecksumsVerified;
-    frags_.push_back(*f);
+    f.length = static_cast<std::uint32_t>(kHeadroom + len);
+    if (mode == wire::ChecksumMode::Ignore) f.flags = link::FrameFlag::kChecksumsVerified;
+    frags_.push_back(f);
     off += len;
   } while (off < payload.size());
 
@@ -495,16 +494,15 @@ Expected<OutboundDatagram, std::error_code> Interface::reserve(wire::Ipv4Addr ds
   }
   const auto r = route(options.source, dst);
   if (!r) return unexpected(r.error());
-  link::Frame frame;
-  link::Frame* f = &frame;
-  if (!alloc_frame(frame)) return unexpected(err(std::errc::no_buffer_space));
+  link::Frame f;
+  if (!alloc_frame(f)) return unexpected(err(std::errc::no_buffer_space));
   const auto mode = tx_checksum_mode();
-  auto buf = pool_->buffer(f->buffer);
+  auto buf = pool_->buffer(f.buffer);
   write_headers(buf, r->src, dst, protocol, options, next_ident_++, false, 0, length, mode);
-  f->length = static_cast<std::uint32_t>(kHeadroom + length);
-  if (mode == wire::ChecksumMode::Ignore) f->flags = link::FrameFlag::kChecksumsVerified;
+  f.length = static_cast<std::uint32_t>(kHeadroom + length);
+  if (mode == wire::ChecksumMode::Ignore) f.flags = link::FrameFlag::kChecksumsVerified;
   OutboundDatagram d;
-  d.frame_ = *f;
+  d.frame_ = f;
   d.payload_ = buf.subspan(kHeadroom, length);
   d.src_ = r->src;
   d.next_hop_ = r->next_hop;
@@ -572,17 +570,16 @@ void Interface::send_arp_request(wire::Ipv4Addr sender_ip, wire::Ipv4Addr target
 
 void Interface::send_arp(std::uint16_t op, wire::MacAddr eth_dst, wire::MacAddr target_mac,
                          wire::Ipv4Addr sender_ip, wire::Ipv4Addr target_ip) {
-  link::Frame frame;
-  link::Frame* f = &frame;
-  if (!alloc_frame(frame)) return;
-  auto buf = pool_->buffer(f->buffer);
+  link::Frame f;
+  if (!alloc_frame(f)) return;
+  auto buf = pool_->buffer(f.buffer);
   const wire::MacAddr our_mac = link_->info().mac;
   wire::EthernetRepr eth{eth_dst, our_mac, wire::ethertype::kArp, std::nullopt};
   (void)eth.emit(buf);
   wire::ArpRepr arp{static_cast<wire::ArpOperation>(op), our_mac, sender_ip, target_mac, target_ip};
   (void)arp.emit(buf.subspan(kEthHeaderLen));
-  f->length = static_cast<std::uint32_t>(kEthHeaderLen + wire::ArpView::kLen);
-  queue_tx(*f);
+  f.length = static_cast<std::uint32_t>(kEthHeaderLen + wire::ArpView::kLen);
+  queue_tx(f);
 }
 
 }  // namespace usnet::net
